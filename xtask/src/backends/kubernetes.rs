@@ -1,0 +1,248 @@
+//! A real Kubernetes control plane without containers: kwokctl assembles
+//! etcd, kube-apiserver, kube-controller-manager and kube-scheduler (all
+//! built from source) with the kwok controller, which plays the kubelet for
+//! fake nodes. Workload controllers, the scheduler and garbage collection are
+//! the real ones; pods become Running and Ready without running anything.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::cache::Cache;
+use crate::install::{KUBERNETES_VERSION, Tools};
+use crate::process;
+
+const CLUSTER_PREFIX: &str = "mkt-test-";
+const NODES: u32 = 2;
+
+/// Binds every component to loopback; kwokctl's default is all interfaces.
+const KWOKCTL_CONFIG: &str = "\
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokctlConfiguration
+options:
+  bindAddress: 127.0.0.1
+";
+
+/// A default StorageClass served by kube-controller-manager's own host-path
+/// provisioner (enabled with `--enable-hostpath-provisioner`): claims bind
+/// to volumes it creates on demand, and their volumes go with them.
+const STORAGE_CLASS: &str = "\
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: standard
+  annotations:
+    storageclass.kubernetes.io/is-default-class: \"true\"
+provisioner: kubernetes.io/host-path
+volumeBindingMode: Immediate
+reclaimPolicy: Delete
+";
+
+#[derive(Debug, Clone)]
+pub(super) struct ToolPaths {
+    kubernetes: PathBuf,
+    etcd: PathBuf,
+    kwok: PathBuf,
+    path: OsString,
+}
+
+impl From<&Tools> for ToolPaths {
+    fn from(tools: &Tools) -> Self {
+        let path = std::env::join_paths(tools.path_dirs().into_iter().chain(
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+        ))
+        .unwrap_or_default();
+        Self {
+            kubernetes: tools.kubernetes.clone(),
+            etcd: tools.etcd.clone(),
+            kwok: tools.kwok.clone(),
+            path,
+        }
+    }
+}
+
+impl ToolPaths {
+    fn kwokctl(&self, cache: &Cache) -> Command {
+        let mut command = Command::new(self.kwok.join("kwokctl"));
+        command
+            .env("KWOK_WORKDIR", cache.kwok_workdir())
+            .env("KWOK_KUBE_VERSION", KUBERNETES_VERSION)
+            .env("PATH", &self.path);
+        command
+    }
+
+    fn kubectl(&self, kubeconfig: &Path) -> Command {
+        let mut command = Command::new(self.kubernetes.join("kubectl"));
+        command.arg("--kubeconfig").arg(kubeconfig);
+        command
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct KubeCluster {
+    name: String,
+    cache: Cache,
+    kubeconfig: PathBuf,
+    tools: ToolPaths,
+    server: String,
+    deleted: bool,
+}
+
+impl KubeCluster {
+    pub(super) fn create(tools: &ToolPaths, cache: &Cache, run_dir: &Path) -> Result<Self> {
+        let name = format!("{CLUSTER_PREFIX}{}", std::process::id());
+        let config = run_dir.join("kwokctl.yaml");
+        std::fs::write(&config, KWOKCTL_CONFIG)?;
+        let kubeconfig = run_dir.join("kubeconfig");
+        let mut create = tools.kwokctl(cache);
+        create
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "create",
+                "cluster",
+                "--name",
+                &name,
+                "--runtime",
+                "binary",
+                "--kubeconfig",
+            ])
+            .arg(&kubeconfig)
+            .arg("--kube-apiserver-binary")
+            .arg(tools.kubernetes.join("kube-apiserver"))
+            .arg("--kube-controller-manager-binary")
+            .arg(tools.kubernetes.join("kube-controller-manager"))
+            .arg("--kube-scheduler-binary")
+            .arg(tools.kubernetes.join("kube-scheduler"))
+            .arg("--etcd-binary")
+            .arg(tools.etcd.join("etcd"))
+            .arg("--kwok-controller-binary")
+            .arg(tools.kwok.join("kwok"))
+            .args([
+                "--extra-args",
+                "kube-controller-manager=enable-hostpath-provisioner=true",
+            ])
+            .args(["--wait", "3m"]);
+        // From here on the value exists, so a later failure still deletes
+        // whatever kwokctl managed to start.
+        let mut cluster = Self {
+            name,
+            cache: cache.clone(),
+            kubeconfig,
+            tools: tools.clone(),
+            server: String::new(),
+            deleted: false,
+        };
+        process::run_logged(
+            create,
+            "kubernetes: kwokctl create cluster",
+            &run_dir.join("kwokctl-create.log"),
+        )?;
+
+        let mut scale = tools.kwokctl(cache);
+        scale.args([
+            "scale",
+            "node",
+            "--replicas",
+            &NODES.to_string(),
+            "--name",
+            &cluster.name,
+        ]);
+        process::run_logged(
+            scale,
+            &format!("kubernetes: adding {NODES} kwok nodes"),
+            &run_dir.join("kwokctl-scale.log"),
+        )?;
+
+        let storage = run_dir.join("storage-class.yaml");
+        std::fs::write(&storage, STORAGE_CLASS)?;
+        process::output(cluster.kubectl().arg("apply").arg("-f").arg(&storage))?;
+        process::output(cluster.kubectl().args([
+            "wait",
+            "--for=condition=Ready",
+            "node",
+            "--all",
+            "--timeout=120s",
+        ]))?;
+        cluster.server = process::output(cluster.kubectl().args([
+            "config",
+            "view",
+            "--minify",
+            "--output=jsonpath={.clusters[0].cluster.server}",
+        ]))?
+        .trim()
+        .to_owned();
+        Ok(cluster)
+    }
+
+    fn kubectl(&self) -> Command {
+        self.tools.kubectl(&self.kubeconfig)
+    }
+
+    pub(super) fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    pub(super) fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The directory kwokctl keeps this cluster's state, binaries and pids in.
+    pub(super) fn workdir(&self) -> PathBuf {
+        self.cache.kwok_workdir().join("clusters").join(&self.name)
+    }
+
+    pub(super) fn delete(&mut self) -> Result<()> {
+        if self.deleted {
+            return Ok(());
+        }
+        self.deleted = true;
+        delete_cluster(&self.tools, &self.cache, &self.name, &self.kubeconfig)
+    }
+}
+
+impl Drop for KubeCluster {
+    fn drop(&mut self) {
+        if let Err(e) = self.delete() {
+            eprintln!("deleting the kwok cluster {}: {e:#}", self.name);
+        }
+    }
+}
+
+fn delete_cluster(tools: &ToolPaths, cache: &Cache, name: &str, kubeconfig: &Path) -> Result<()> {
+    let mut delete = tools.kwokctl(cache);
+    delete
+        .args(["delete", "cluster", "--name", name, "--kubeconfig"])
+        .arg(kubeconfig);
+    process::output(&mut delete)
+        .with_context(|| format!("kwokctl delete cluster --name {name}"))?;
+    Ok(())
+}
+
+/// Deletes the clusters of earlier runs whose xtask is gone.
+pub(super) fn remove_stale_clusters(tools: &ToolPaths, cache: &Cache) {
+    let Ok(entries) = std::fs::read_dir(cache.kwok_workdir().join("clusters")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(CLUSTER_PREFIX)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if super::run_is_alive(pid) {
+            continue;
+        }
+        println!("==> deleting the kwok cluster {name} left by an earlier run");
+        let kubeconfig = entry.path().join("kubeconfig.yaml");
+        if let Err(e) = delete_cluster(tools, cache, &name, &kubeconfig) {
+            eprintln!("    {e:#}");
+        }
+        process::kill_all(&process::processes_mentioning(&entry.path()));
+        let _ = std::fs::remove_dir_all(entry.path());
+    }
+}

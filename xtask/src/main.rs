@@ -1,0 +1,151 @@
+//! `cargo xtask`: the project's automation, in Rust rather than shell.
+//!
+//! `cargo xtask test` is the one test command: it installs or builds every
+//! real backend the tests use, starts them on free loopback ports, runs the
+//! whole workspace's tests against them and stops everything it started.
+
+mod backends;
+mod cache;
+mod install;
+mod process;
+mod progress;
+mod signals;
+mod testuser;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::backends::Backends;
+use crate::cache::Cache;
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Marketplace project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install what is missing, start PostgreSQL, Elasticsearch and a kwok
+    /// Kubernetes cluster, run every test in the workspace, stop everything.
+    ///
+    /// Arguments after `--` go to `cargo test` (for example a test name filter).
+    Test {
+        /// Extra arguments for `cargo test`.
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Install or build every test backend into the cache, start nothing.
+    Install,
+    /// Start the test backends, print the environment the tests read, and
+    /// keep them running until Ctrl-C (for running single tests by hand).
+    Backends,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = signals::install_handlers() {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let result = match cli.command {
+        Command::Test { cargo_args } => test(&cargo_args),
+        Command::Install => install().map(|_| ExitCode::SUCCESS),
+        Command::Backends => backends_until_interrupted().map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) if signals::interrupted() => {
+            eprintln!("xtask: interrupted ({e:#}); everything it started has been stopped");
+            ExitCode::from(130)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn install() -> Result<install::Tools> {
+    let cache = Cache::locate()?;
+    println!("==> cache: {}", cache.root().display());
+    install::ensure_all(&cache)
+}
+
+fn test(cargo_args: &[String]) -> Result<ExitCode> {
+    let started = Instant::now();
+    let tools = install()?;
+    let installed = started.elapsed();
+
+    // Compile first: backends then do not sit idle through a build, and a
+    // build error is reported without starting anything.
+    println!("==> building the tests");
+    let status =
+        process::run_foreground(cargo_test(cargo_args, &["--no-run"]), "cargo test --no-run")?;
+    if !status.success() {
+        println!("==> the build failed ({status})");
+        return Ok(ExitCode::FAILURE);
+    }
+    let built = started.elapsed();
+
+    let backends = Backends::start(&tools)?;
+    let ready = started.elapsed();
+
+    let mut command = cargo_test(cargo_args, &[]);
+    backends.apply_env(&mut command);
+    println!("==> cargo test --workspace {}", cargo_args.join(" "));
+    let status = process::run_foreground(command, "cargo test");
+    let tested = started.elapsed();
+
+    let shutdown = backends.shutdown();
+    println!(
+        "==> timings: install {:.1?}, build {:.1?}, backends {:.1?}, tests {:.1?}, stop {:.1?}, total {:.1?}",
+        installed,
+        built - installed,
+        ready - built,
+        tested - ready,
+        started.elapsed() - tested,
+        started.elapsed()
+    );
+    shutdown?;
+    let status = status?;
+    if status.success() {
+        println!("==> all tests passed");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("==> tests failed ({status})");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn cargo_test(cargo_args: &[String], extra: &[&str]) -> std::process::Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = std::process::Command::new(cargo);
+    command
+        .args(["test", "--workspace"])
+        .args(extra)
+        .args(cargo_args);
+    command
+}
+
+fn backends_until_interrupted() -> Result<()> {
+    let tools = install()?;
+    let backends = Backends::start(&tools)?;
+    println!("==> backends are up; paste these lines into a shell, then run `cargo test`:");
+    for (key, value) in backends.env() {
+        println!("export {key}={}", shell_quote(&value));
+    }
+    println!("==> press Ctrl-C to stop them");
+    while !signals::interrupted() {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    backends.shutdown()
+}
+
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}

@@ -1,0 +1,43 @@
+//! Repository hygiene checked as a test, so that `cargo xtask test` (and CI)
+//! fails on it like on any other defect.
+
+use std::path::Path;
+use std::process::Command;
+
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+}
+
+#[test]
+fn the_code_is_formatted() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+
+    let output = Command::new(cargo)
+        .args(["fmt", "--all", "--check"])
+        .current_dir(workspace_root())
+        .output()
+        .expect("cargo fmt runs");
+
+    assert!(
+        output.status.success(),
+        "`cargo fmt --all` would change these files:\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+#[test]
+fn ci_runs_the_readme_test_command() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
+    let ci = std::fs::read_to_string(workspace_root().join(".ci/run")).expect(".ci/run");
+
+    assert!(
+        readme.contains("\ncargo xtask test\n"),
+        "the README no longer shows `cargo xtask test`"
+    );
+    assert!(
+        ci.lines().any(|line| line.trim() == "cargo xtask test"),
+        ".ci/run does not run `cargo xtask test`"
+    );
+}
