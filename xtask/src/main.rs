@@ -44,6 +44,18 @@ enum Command {
     /// Start the test backends, print the environment the tests read, and
     /// keep them running until Ctrl-C (for running single tests by hand).
     Backends,
+    /// Internal: deletes a run's kwok cluster once that run's xtask is gone.
+    #[command(hide = true)]
+    ReapCluster {
+        #[arg(long)]
+        kwokctl: std::path::PathBuf,
+        #[arg(long)]
+        workdir: std::path::PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        kubeconfig: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +68,13 @@ fn main() -> ExitCode {
         Command::Test { cargo_args } => test(&cargo_args),
         Command::Install => install().map(|_| ExitCode::SUCCESS),
         Command::Backends => backends_until_interrupted().map(|()| ExitCode::SUCCESS),
+        Command::ReapCluster {
+            kwokctl,
+            workdir,
+            name,
+            kubeconfig,
+        } => backends::reap_cluster(&kwokctl, &workdir, &name, &kubeconfig)
+            .map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -18,9 +18,15 @@ const POLL: Duration = Duration::from_millis(100);
 /// Puts the child in a process group of its own, so that a Ctrl-C on the
 /// terminal reaches only xtask, which then stops the children in order; and
 /// asks the kernel to kill the child if xtask itself dies without cleaning up.
-#[allow(unsafe_code)]
 pub(crate) fn detach_from_terminal(command: &mut Command) {
     command.process_group(0);
+    kill_with_parent(command);
+}
+
+/// The parent-death signal is tied to the thread that forked, so children
+/// spawned from a worker thread must not use it (see `spawn_watchdog`).
+#[allow(unsafe_code)]
+fn kill_with_parent(command: &mut Command) {
     // SAFETY: the closure runs between fork and exec and only calls prctl,
     // which is async-signal-safe; it allocates nothing and takes no locks.
     unsafe {
@@ -56,7 +62,27 @@ pub(crate) struct Supervised {
 }
 
 impl Supervised {
+    /// Starts a child that the kernel kills if xtask dies. Call it from
+    /// the main thread: the kernel tracks the forking thread, not the process.
     pub(crate) fn spawn(
+        name: &str,
+        mut command: Command,
+        log: &Path,
+        stop_signal: libc::c_int,
+        grace: Duration,
+    ) -> Result<Self> {
+        kill_with_parent(&mut command);
+        Self::start(name, command, log, stop_signal, grace)
+    }
+
+    /// Starts a child that outlives xtask: a watchdog that notices on its
+    /// own when xtask is gone and cleans up after it. Stopped with SIGKILL,
+    /// so that stopping it on purpose does not trigger its clean-up.
+    pub(crate) fn spawn_watchdog(name: &str, command: Command, log: &Path) -> Result<Self> {
+        Self::start(name, command, log, libc::SIGKILL, Duration::from_secs(5))
+    }
+
+    fn start(
         name: &str,
         mut command: Command,
         log: &Path,
@@ -65,8 +91,11 @@ impl Supervised {
     ) -> Result<Self> {
         let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
-        command.stdin(Stdio::null()).stdout(out).stderr(err);
-        detach_from_terminal(&mut command);
+        command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
         let child = command
             .spawn()
             .with_context(|| format!("starting {name}: {command:?}"))?;

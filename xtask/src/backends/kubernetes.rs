@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 
 use crate::cache::Cache;
 use crate::install::{KUBERNETES_VERSION, Tools};
-use crate::process;
+use crate::process::{self, Supervised};
 
 const CLUSTER_PREFIX: &str = "mkt-test-";
 const NODES: u32 = 2;
@@ -88,6 +88,7 @@ pub(super) struct KubeCluster {
     tools: ToolPaths,
     server: String,
     deleted: bool,
+    watchdog: Option<Supervised>,
 }
 
 impl KubeCluster {
@@ -134,12 +135,14 @@ impl KubeCluster {
             tools: tools.clone(),
             server: String::new(),
             deleted: false,
+            watchdog: None,
         };
         process::run_logged(
             create,
             "kubernetes: kwokctl create cluster",
             &run_dir.join("kwokctl-create.log"),
         )?;
+        cluster.watchdog = Some(cluster.spawn_watchdog(run_dir)?);
 
         let mut scale = tools.kwokctl(cache);
         scale.args([
@@ -181,6 +184,22 @@ impl KubeCluster {
         self.tools.kubectl(&self.kubeconfig)
     }
 
+    /// kwokctl detaches the cluster's processes, so unlike PostgreSQL and
+    /// Elasticsearch they would outlive an xtask killed with SIGKILL. A
+    /// watchdog (`xtask reap-cluster`) deletes the cluster if that happens.
+    fn spawn_watchdog(&self, run_dir: &Path) -> Result<Supervised> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .arg("reap-cluster")
+            .arg("--kwokctl")
+            .arg(self.tools.kwok.join("kwokctl"))
+            .arg("--workdir")
+            .arg(self.cache.kwok_workdir())
+            .args(["--name", &self.name, "--kubeconfig"])
+            .arg(&self.kubeconfig);
+        Supervised::spawn_watchdog("cluster watchdog", command, &run_dir.join("watchdog.log"))
+    }
+
     pub(super) fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
     }
@@ -199,7 +218,11 @@ impl KubeCluster {
             return Ok(());
         }
         self.deleted = true;
-        delete_cluster(&self.tools, &self.cache, &self.name, &self.kubeconfig)
+        let deleted = delete_cluster(&self.tools, &self.cache, &self.name, &self.kubeconfig);
+        if let Some(mut watchdog) = self.watchdog.take() {
+            watchdog.stop()?;
+        }
+        deleted
     }
 }
 
@@ -218,6 +241,30 @@ fn delete_cluster(tools: &ToolPaths, cache: &Cache, name: &str, kubeconfig: &Pat
         .arg(kubeconfig);
     process::output(&mut delete)
         .with_context(|| format!("kwokctl delete cluster --name {name}"))?;
+    Ok(())
+}
+
+/// What `xtask reap-cluster` runs: waits until the xtask that started it is
+/// gone (it is re-parented) or it is told to stop (SIGTERM, SIGINT), then
+/// deletes the cluster. The xtask that started it kills it with SIGKILL
+/// after deleting the cluster itself.
+pub(crate) fn reap_cluster(
+    kwokctl: &Path,
+    workdir: &Path,
+    name: &str,
+    kubeconfig: &Path,
+) -> Result<()> {
+    let parent = std::os::unix::process::parent_id();
+    while std::os::unix::process::parent_id() == parent && !crate::signals::interrupted() {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    eprintln!("xtask {parent} is gone; deleting its kwok cluster {name}");
+    let mut delete = Command::new(kwokctl);
+    delete
+        .env("KWOK_WORKDIR", workdir)
+        .args(["delete", "cluster", "--name", name, "--kubeconfig"])
+        .arg(kubeconfig);
+    process::output(&mut delete)?;
     Ok(())
 }
 

@@ -13,6 +13,8 @@
 
 mod elasticsearch;
 mod kubernetes;
+
+pub(crate) use self::kubernetes::reap_cluster;
 mod postgres;
 
 use std::os::unix::fs::PermissionsExt;
