@@ -42,8 +42,7 @@ impl Elasticsearch {
             config
                 .join("jvm.options.d")
                 .join("marketplace-test.options"),
-            // No hsperfdata files left in /tmp after the run.
-            format!("-Xms{HEAP}\n-Xmx{HEAP}\n-XX:-UsePerfData\n"),
+            format!("-Xms{HEAP}\n-Xmx{HEAP}\n"),
         )?;
         // The launcher runs from the distribution's directory, and the stock
         // JVM options write the GC log and heap dumps relative to it.
@@ -72,7 +71,10 @@ impl Elasticsearch {
             .env("ES_JAVA_HOME", &tools.java_home)
             .env_remove("JAVA_HOME")
             .env("ES_PATH_CONF", &config)
-            .env("ES_TMPDIR", dir.join("tmp"));
+            .env("ES_TMPDIR", dir.join("tmp"))
+            // Every JVM the launcher starts, not only the node: none leaves
+            // an hsperfdata directory in /tmp.
+            .env("JAVA_TOOL_OPTIONS", "-XX:-UsePerfData");
         as_user(&mut command, user, &dir);
         let node = Supervised::spawn(
             "elasticsearch",

@@ -17,13 +17,34 @@ use crate::process::{self, Supervised};
 const CLUSTER_PREFIX: &str = "mkt-test-";
 const NODES: u32 = 2;
 
-/// Binds every component to loopback; kwokctl's default is all interfaces.
-const KWOKCTL_CONFIG: &str = "\
-apiVersion: config.kwok.x-k8s.io/v1alpha1
-kind: KwokctlConfiguration
-options:
-  bindAddress: 127.0.0.1
-";
+const CREATE_ATTEMPTS: usize = 3;
+
+/// kwokctl's configuration for one cluster: every component on loopback
+/// (kwokctl's default is all interfaces), on ports the kernel handed out.
+/// kwokctl would pick free ports itself, but it scans down from 32767, so two
+/// runs creating clusters at the same moment would pick the same ones.
+fn kwokctl_config(ports: &[u16; 6]) -> String {
+    let [
+        apiserver,
+        etcd,
+        etcd_peer,
+        controller_manager,
+        scheduler,
+        kwok,
+    ] = ports;
+    format!(
+        "apiVersion: config.kwok.x-k8s.io/v1alpha1\n\
+         kind: KwokctlConfiguration\n\
+         options:\n  \
+           bindAddress: 127.0.0.1\n  \
+           kubeApiserverPort: {apiserver}\n  \
+           etcdPort: {etcd}\n  \
+           etcdPeerPort: {etcd_peer}\n  \
+           kubeControllerManagerPort: {controller_manager}\n  \
+           kubeSchedulerPort: {scheduler}\n  \
+           kwokControllerPort: {kwok}\n"
+    )
+}
 
 /// A default StorageClass served by kube-controller-manager's own host-path
 /// provisioner (enabled with `--enable-hostpath-provisioner`): claims bind
@@ -94,54 +115,36 @@ pub(super) struct KubeCluster {
 impl KubeCluster {
     pub(super) fn create(tools: &ToolPaths, cache: &Cache, run_dir: &Path) -> Result<Self> {
         let name = format!("{CLUSTER_PREFIX}{}", std::process::id());
-        let config = run_dir.join("kwokctl.yaml");
-        std::fs::write(&config, KWOKCTL_CONFIG)?;
-        let kubeconfig = run_dir.join("kubeconfig");
-        let mut create = tools.kwokctl(cache);
-        create
-            .arg("--config")
-            .arg(&config)
-            .args([
-                "create",
-                "cluster",
-                "--name",
-                &name,
-                "--runtime",
-                "binary",
-                "--kubeconfig",
-            ])
-            .arg(&kubeconfig)
-            .arg("--kube-apiserver-binary")
-            .arg(tools.kubernetes.join("kube-apiserver"))
-            .arg("--kube-controller-manager-binary")
-            .arg(tools.kubernetes.join("kube-controller-manager"))
-            .arg("--kube-scheduler-binary")
-            .arg(tools.kubernetes.join("kube-scheduler"))
-            .arg("--etcd-binary")
-            .arg(tools.etcd.join("etcd"))
-            .arg("--kwok-controller-binary")
-            .arg(tools.kwok.join("kwok"))
-            .args([
-                "--extra-args",
-                "kube-controller-manager=enable-hostpath-provisioner=true",
-            ])
-            .args(["--wait", "3m"]);
         // From here on the value exists, so a later failure still deletes
         // whatever kwokctl managed to start.
         let mut cluster = Self {
             name,
             cache: cache.clone(),
-            kubeconfig,
+            kubeconfig: run_dir.join("kubeconfig"),
             tools: tools.clone(),
             server: String::new(),
             deleted: false,
             watchdog: None,
         };
-        process::run_logged(
-            create,
-            "kubernetes: kwokctl create cluster",
-            &run_dir.join("kwokctl-create.log"),
-        )?;
+        let log = run_dir.join("kwokctl-create.log");
+        for attempt in 1..=CREATE_ATTEMPTS {
+            let config = run_dir.join("kwokctl.yaml");
+            std::fs::write(&config, kwokctl_config(&process::free_ports()?))?;
+            match process::run_logged(
+                cluster.create_command(&config),
+                "kubernetes: kwokctl create cluster",
+                &log,
+            ) {
+                Ok(()) => break,
+                Err(e) if attempt < CREATE_ATTEMPTS && cluster.lost_a_port_race(&log) => {
+                    eprintln!(
+                        "    another process took one of the cluster's ports; retrying: {e:#}"
+                    );
+                    let _ = delete_cluster(tools, cache, &cluster.name, &cluster.kubeconfig);
+                }
+                Err(e) => return Err(e),
+            }
+        }
         cluster.watchdog = Some(cluster.spawn_watchdog(run_dir)?);
 
         let mut scale = tools.kwokctl(cache);
@@ -184,11 +187,60 @@ impl KubeCluster {
         self.tools.kubectl(&self.kubeconfig)
     }
 
+    fn create_command(&self, config: &Path) -> Command {
+        let tools = &self.tools;
+        let mut create = tools.kwokctl(&self.cache);
+        create
+            .arg("--config")
+            .arg(config)
+            .args([
+                "create",
+                "cluster",
+                "--name",
+                &self.name,
+                "--runtime",
+                "binary",
+                "--kubeconfig",
+            ])
+            .arg(&self.kubeconfig)
+            .arg("--kube-apiserver-binary")
+            .arg(tools.kubernetes.join("kube-apiserver"))
+            .arg("--kube-controller-manager-binary")
+            .arg(tools.kubernetes.join("kube-controller-manager"))
+            .arg("--kube-scheduler-binary")
+            .arg(tools.kubernetes.join("kube-scheduler"))
+            .arg("--etcd-binary")
+            .arg(tools.etcd.join("etcd"))
+            .arg("--kwok-controller-binary")
+            .arg(tools.kwok.join("kwok"))
+            .args([
+                "--extra-args",
+                "kube-controller-manager=enable-hostpath-provisioner=true",
+            ])
+            .args(["--wait", "3m"]);
+        create
+    }
+
+    /// Whether creation failed because a port was taken between choosing it
+    /// and the component binding it.
+    fn lost_a_port_race(&self, create_log: &Path) -> bool {
+        let mut logs = vec![create_log.to_path_buf()];
+        if let Ok(entries) = std::fs::read_dir(self.workdir().join("logs")) {
+            logs.extend(entries.flatten().map(|e| e.path()));
+        }
+        logs.iter().any(|log| {
+            std::fs::read_to_string(log).is_ok_and(|text| text.contains("address already in use"))
+        })
+    }
+
     /// kwokctl detaches the cluster's processes, so unlike PostgreSQL and
     /// Elasticsearch they would outlive an xtask killed with SIGKILL. A
     /// watchdog (`xtask reap-cluster`) deletes the cluster if that happens.
     fn spawn_watchdog(&self, run_dir: &Path) -> Result<Supervised> {
-        let mut command = Command::new(std::env::current_exe()?);
+        // Not `current_exe()`: `cargo test` may relink the xtask binary while
+        // this run is going (its features unify with the test crates'), and
+        // the kernel still runs the image this process was started from.
+        let mut command = Command::new("/proc/self/exe");
         command
             .arg("reap-cluster")
             .arg("--kwokctl")
@@ -291,5 +343,22 @@ pub(super) fn remove_stale_clusters(tools: &ToolPaths, cache: &Cache) {
         }
         process::kill_all(&process::processes_mentioning(&entry.path()));
         let _ = std::fs::remove_dir_all(entry.path());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cluster_config_binds_loopback_on_the_given_ports() {
+        let config = kwokctl_config(&[1001, 1002, 1003, 1004, 1005, 1006]);
+        assert!(config.contains("\n  bindAddress: 127.0.0.1\n"), "{config}");
+        assert!(config.contains("\n  kubeApiserverPort: 1001\n"), "{config}");
+        assert!(config.contains("\n  etcdPeerPort: 1003\n"), "{config}");
+        assert!(
+            config.contains("\n  kwokControllerPort: 1006\n"),
+            "{config}"
+        );
     }
 }
