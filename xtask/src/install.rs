@@ -84,15 +84,15 @@ pub(crate) struct Tools {
 }
 
 impl Tools {
-    /// Directories to put first on the tests' `PATH`, so `kubectl`, `helm`
-    /// and `kwokctl` are the versions built here.
-    pub(crate) fn path_dirs(&self) -> Vec<PathBuf> {
-        vec![
-            self.kubernetes.clone(),
-            self.kwok.clone(),
-            self.helm.clone(),
-            self.etcd.clone(),
-        ]
+    /// `PATH` with the built tools first, so that `kubectl`, `helm` and
+    /// `kwokctl` are the versions built here.
+    pub(crate) fn search_path(&self) -> Result<std::ffi::OsString> {
+        let inherited = std::env::var_os("PATH").unwrap_or_default();
+        let built =
+            [&self.kubernetes, &self.kwok, &self.helm, &self.etcd].map(|dir| dir.to_path_buf());
+        Ok(std::env::join_paths(
+            built.into_iter().chain(std::env::split_paths(&inherited)),
+        )?)
     }
 }
 

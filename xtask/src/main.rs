@@ -148,6 +148,25 @@ fn cargo_test(cargo_args: &[String], extra: &[&str]) -> std::process::Command {
         .args(["test", "--workspace"])
         .args(extra)
         .args(cargo_args);
+    // `cargo run` gave xtask the package variables of xtask itself; build
+    // scripts that watch them (ring's does) would rebuild on every run.
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let set_by_cargo_run = key.starts_with("CARGO_PKG_")
+            || matches!(
+                key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            );
+        if set_by_cargo_run {
+            command.env_remove(key);
+        }
+    }
     command
 }
 

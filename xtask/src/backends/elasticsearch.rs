@@ -14,6 +14,7 @@ use crate::install::Tools;
 use crate::process::{self, Supervised};
 use crate::progress::Progress;
 use crate::signals;
+use crate::testuser;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(240);
 const HEAP: &str = "512m";
@@ -22,6 +23,7 @@ const HEAP: &str = "512m";
 pub(super) struct Elasticsearch {
     node: Supervised,
     dir: PathBuf,
+    dedicated_user: bool,
 }
 
 impl Elasticsearch {
@@ -71,10 +73,7 @@ impl Elasticsearch {
             .env("ES_JAVA_HOME", &tools.java_home)
             .env_remove("JAVA_HOME")
             .env("ES_PATH_CONF", &config)
-            .env("ES_TMPDIR", dir.join("tmp"))
-            // Every JVM the launcher starts, not only the node: none leaves
-            // an hsperfdata directory in /tmp.
-            .env("JAVA_TOOL_OPTIONS", "-XX:-UsePerfData");
+            .env("ES_TMPDIR", dir.join("tmp"));
         as_user(&mut command, user, &dir);
         let node = Supervised::spawn(
             "elasticsearch",
@@ -83,7 +82,11 @@ impl Elasticsearch {
             libc::SIGTERM,
             Duration::from_secs(60),
         )?;
-        Ok(Self { node, dir })
+        Ok(Self {
+            node,
+            dir,
+            dedicated_user: user.is_some(),
+        })
     }
 
     /// Waits until the node answers and the cluster is at least yellow;
@@ -118,7 +121,17 @@ impl Elasticsearch {
     }
 
     pub(super) fn stop(&mut self) -> Result<()> {
-        self.node.stop()
+        self.node.stop()?;
+        // The launcher's short-lived JVMs leave an empty hsperfdata directory
+        // for the backend user in /tmp (ES drops JAVA_TOOL_OPTIONS, so
+        // -XX:-UsePerfData cannot reach them). Only the dedicated user's is
+        // removed, and only when empty.
+        if self.dedicated_user {
+            let _ = std::fs::remove_dir(
+                Path::new("/tmp").join(format!("hsperfdata_{}", testuser::NAME)),
+            );
+        }
+        Ok(())
     }
 }
 

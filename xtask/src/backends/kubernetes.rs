@@ -71,15 +71,11 @@ pub(super) struct ToolPaths {
 
 impl From<&Tools> for ToolPaths {
     fn from(tools: &Tools) -> Self {
-        let path = std::env::join_paths(tools.path_dirs().into_iter().chain(
-            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
-        ))
-        .unwrap_or_default();
         Self {
             kubernetes: tools.kubernetes.clone(),
             etcd: tools.etcd.clone(),
             kwok: tools.kwok.clone(),
-            path,
+            path: tools.search_path().unwrap_or_default(),
         }
     }
 }

@@ -10,12 +10,15 @@
 //! | `MARKETPLACE_TEST_ELASTICSEARCH_URL` | base URL of the run's Elasticsearch node |
 //! | `MARKETPLACE_TEST_KUBECONFIG` | kubeconfig of the run's kwok cluster (also `KUBECONFIG`) |
 //! | `PATH` | starts with the built `kubectl`, `helm`, `kwokctl` |
+//!
+//! testkit's `Backend` reads the same names; a mismatch makes every backend
+//! test fail under `cargo xtask test`, so the two cannot drift silently.
 
 mod elasticsearch;
 mod kubernetes;
+mod postgres;
 
 pub(crate) use self::kubernetes::reap_cluster;
-mod postgres;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -105,9 +108,7 @@ impl Backends {
             "==> backends ready: PostgreSQL {pg_url}, Elasticsearch {es_url}, kube-apiserver {server}"
         );
 
-        let path = std::env::join_paths(tools.path_dirs().into_iter().chain(
-            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
-        ))?;
+        let path = tools.search_path()?;
         backends.env = vec![
             ("MARKETPLACE_TEST_BACKENDS".into(), "required".into()),
             ("MARKETPLACE_TEST_POSTGRES_URL".into(), pg_url),
