@@ -438,13 +438,20 @@ fn ensure_postgres() -> Result<PathBuf> {
         println!("==> postgresql: {}", dir.display());
         return Ok(dir);
     }
-    // Debian's package would otherwise create and start a cluster of its own
-    // on port 5432, which a test run must not leave behind.
-    let conf = Path::new("/etc/postgresql-common/createcluster.conf");
-    if !conf.exists() && testuser::running_as_root()? {
-        std::fs::create_dir_all("/etc/postgresql-common")?;
-        std::fs::write(conf, "create_main_cluster = false\n")?;
+    // Debian's server package creates and starts a cluster of its own on
+    // port 5432, which a test run must not leave behind. postgresql-common
+    // reads drop-ins from createcluster.d; one of them switches that off
+    // before the server package is installed.
+    apt_install(&["postgresql-common"])?;
+    let drop_in = Path::new("/etc/postgresql-common/createcluster.d/marketplace-test.conf");
+    if let Some(dir) = drop_in.parent() {
+        std::fs::create_dir_all(dir)?;
     }
+    std::fs::write(
+        drop_in,
+        "# Written by `cargo xtask`: tests run throwaway clusters of their own.\n\
+         create_main_cluster = false\n",
+    )?;
     apt_install(&["postgresql"])?;
     find_postgres_bindir()
         .context("PostgreSQL was installed but no /usr/lib/postgresql/*/bin/postgres exists")
@@ -484,6 +491,7 @@ fn find_java_home() -> Option<PathBuf> {
 }
 
 fn apt_install(packages: &[&str]) -> Result<()> {
+    static UPDATED: std::sync::Once = std::sync::Once::new();
     if !testuser::running_as_root()? {
         bail!(
             "{} is missing; install it with `sudo apt-get install {}`",
@@ -497,14 +505,10 @@ fn apt_install(packages: &[&str]) -> Result<()> {
         command
     };
     let log = std::env::temp_dir().join("marketplace-apt.log");
-    process::run_logged(apt(&["update"]), "apt-get update", &log)?;
-    let mut args = vec![
-        "install",
-        "-y",
-        "--no-install-recommends",
-        "-o",
-        "Dpkg::Options::=--force-confold",
-    ];
+    let mut updated = Ok(());
+    UPDATED.call_once(|| updated = process::run_logged(apt(&["update"]), "apt-get update", &log));
+    updated?;
+    let mut args = vec!["install", "-y", "--no-install-recommends"];
     args.extend_from_slice(packages);
     process::run_logged(
         apt(&args),
