@@ -103,8 +103,8 @@ pub(crate) fn ensure_all(cache: &Cache) -> Result<Tools> {
         lock.lock()?;
     }
     let user = testuser::ensure()?;
-    let postgres = ensure_postgres()?;
-    let java_home = ensure_java()?;
+    let postgres = ensure_postgres(cache)?;
+    let java_home = ensure_java(cache)?;
     let elasticsearch = ensure_elasticsearch(cache)?;
     let go = find_go()?;
     let kubernetes = go_build(cache, &go, &kubernetes_build())?;
@@ -433,7 +433,7 @@ fn sha1_of(path: &Path) -> Result<String> {
 // ---------------------------------------------------------------------------
 // Debian packages: PostgreSQL and a JDK
 
-fn ensure_postgres() -> Result<PathBuf> {
+fn ensure_postgres(cache: &Cache) -> Result<PathBuf> {
     if let Some(dir) = find_postgres_bindir() {
         println!("==> postgresql: {}", dir.display());
         return Ok(dir);
@@ -442,7 +442,7 @@ fn ensure_postgres() -> Result<PathBuf> {
     // port 5432, which a test run must not leave behind. postgresql-common
     // reads drop-ins from createcluster.d; one of them switches that off
     // before the server package is installed.
-    apt_install(&["postgresql-common"])?;
+    apt_install(cache, &["postgresql-common"])?;
     let drop_in = Path::new("/etc/postgresql-common/createcluster.d/marketplace-test.conf");
     if let Some(dir) = drop_in.parent() {
         std::fs::create_dir_all(dir)?;
@@ -452,7 +452,7 @@ fn ensure_postgres() -> Result<PathBuf> {
         "# Written by `cargo xtask`: tests run throwaway clusters of their own.\n\
          create_main_cluster = false\n",
     )?;
-    apt_install(&["postgresql"])?;
+    apt_install(cache, &["postgresql"])?;
     find_postgres_bindir()
         .context("PostgreSQL was installed but no /usr/lib/postgresql/*/bin/postgres exists")
 }
@@ -470,11 +470,11 @@ fn find_postgres_bindir() -> Option<PathBuf> {
         .map(|(_, bin)| bin)
 }
 
-fn ensure_java() -> Result<PathBuf> {
+fn ensure_java(cache: &Cache) -> Result<PathBuf> {
     if let Some(home) = find_java_home() {
         return Ok(home);
     }
-    apt_install(&["openjdk-17-jre-headless"])?;
+    apt_install(cache, &["openjdk-17-jre-headless"])?;
     find_java_home().context("a JDK was installed but `java` is not on PATH")
 }
 
@@ -490,7 +490,7 @@ fn find_java_home() -> Option<PathBuf> {
     Some(java.parent()?.parent()?.to_path_buf())
 }
 
-fn apt_install(packages: &[&str]) -> Result<()> {
+fn apt_install(cache: &Cache, packages: &[&str]) -> Result<()> {
     static UPDATED: std::sync::Once = std::sync::Once::new();
     if !testuser::running_as_root()? {
         bail!(
@@ -504,7 +504,7 @@ fn apt_install(packages: &[&str]) -> Result<()> {
         command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
         command
     };
-    let log = std::env::temp_dir().join("marketplace-apt.log");
+    let log = cache.root().join("apt.log");
     let mut updated = Ok(());
     UPDATED.call_once(|| updated = process::run_logged(apt(&["update"]), "apt-get update", &log));
     updated?;

@@ -51,6 +51,24 @@ async fn pods_of(ns: &TestNamespace, app: &str) -> Vec<Pod> {
         .items
 }
 
+/// Creates a Deployment and waits until all its pods run and are ready.
+async fn deploy_and_wait_until_ready(ns: &TestNamespace, name: &str, replicas: usize) -> Vec<Pod> {
+    let replicas_i32 = i32::try_from(replicas).unwrap();
+    ns.api::<Deployment>()
+        .create(&PostParams::default(), &deployment(name, replicas_i32))
+        .await
+        .unwrap();
+    eventually(
+        &format!("{replicas} running and ready pods of {name}"),
+        CONVERGE,
+        || async {
+            let pods = pods_of(ns, name).await;
+            (pods.len() == replicas && pods.iter().all(is_running_and_ready)).then_some(pods)
+        },
+    )
+    .await
+}
+
 #[tokio::test]
 async fn kubectl_reports_a_v1_35_server() {
     let Some(ns) = testkit::kubernetes::namespace().await else {
@@ -88,16 +106,8 @@ async fn a_deployment_gets_two_pods_running_and_ready_on_kwok_nodes() {
         return;
     };
 
-    ns.api::<Deployment>()
-        .create(&PostParams::default(), &deployment("web", 2))
-        .await
-        .unwrap();
+    let pods = deploy_and_wait_until_ready(&ns, "web", 2).await;
 
-    let pods = eventually("2 running and ready pods", CONVERGE, || async {
-        let pods = pods_of(&ns, "web").await;
-        (pods.len() == 2 && pods.iter().all(is_running_and_ready)).then_some(pods)
-    })
-    .await;
     let nodes: Api<Node> = Api::all(ns.client());
     for pod in &pods {
         let node_name = pod
@@ -209,15 +219,7 @@ async fn deleting_a_deployment_garbage_collects_its_replicaset_and_pods() {
     let Some(ns) = testkit::kubernetes::namespace().await else {
         return;
     };
-    ns.api::<Deployment>()
-        .create(&PostParams::default(), &deployment("doomed", 2))
-        .await
-        .unwrap();
-    eventually("2 running pods", CONVERGE, || async {
-        let pods = pods_of(&ns, "doomed").await;
-        (pods.len() == 2 && pods.iter().all(is_running_and_ready)).then_some(())
-    })
-    .await;
+    deploy_and_wait_until_ready(&ns, "doomed", 2).await;
     let replica_sets = ns
         .api::<ReplicaSet>()
         .list(&ListParams::default())
