@@ -11,7 +11,7 @@
 //! | `MARKETPLACE_TEST_KUBECONFIG` | kubeconfig of the run's kwok cluster (also `KUBECONFIG`) |
 //! | `PATH` | starts with the built `kubectl`, `helm`, `kwokctl` |
 //!
-//! testkit's `Backend` reads the same names; a mismatch makes every backend
+//! marketplace-testkit's `Backend` reads the same names; a mismatch makes every backend
 //! test fail under `cargo xtask test`, so the two cannot drift silently.
 
 mod elasticsearch;

@@ -8,7 +8,7 @@ use sqlx::postgres::PgDatabaseError;
 
 #[tokio::test]
 async fn the_server_is_a_real_postgresql_that_reports_its_version() {
-    let Some(db) = testkit::postgres::database().await else {
+    let Some(db) = marketplace_testkit::postgres::database().await else {
         return;
     };
     let pool = db.pool().await;
@@ -37,7 +37,7 @@ async fn the_server_is_a_real_postgresql_that_reports_its_version() {
 
 #[tokio::test]
 async fn a_migration_runs_and_rows_round_trip_verbatim() {
-    let Some(db) = testkit::postgres::database().await else {
+    let Some(db) = marketplace_testkit::postgres::database().await else {
         return;
     };
     let pool = db.pool().await;
@@ -82,7 +82,7 @@ async fn a_migration_runs_and_rows_round_trip_verbatim() {
 
 #[tokio::test]
 async fn the_primary_key_is_enforced_by_the_server() {
-    let Some(db) = testkit::postgres::database().await else {
+    let Some(db) = marketplace_testkit::postgres::database().await else {
         return;
     };
     let pool = db.pool().await;
@@ -101,10 +101,10 @@ async fn the_primary_key_is_enforced_by_the_server() {
 
 #[tokio::test]
 async fn each_test_database_is_private_and_dropped_with_its_fixture() {
-    let Some(first) = testkit::postgres::database().await else {
+    let Some(first) = marketplace_testkit::postgres::database().await else {
         return;
     };
-    let second = testkit::postgres::database()
+    let second = marketplace_testkit::postgres::database()
         .await
         .expect("configured for the first one");
     let (first_pool, second_pool) = (first.pool().await, second.pool().await);

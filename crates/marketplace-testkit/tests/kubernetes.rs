@@ -11,9 +11,9 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
+use marketplace_testkit::eventually;
+use marketplace_testkit::kubernetes::TestNamespace;
 use serde_json::{Value, json};
-use testkit::eventually;
-use testkit::kubernetes::TestNamespace;
 
 const CONVERGE: Duration = Duration::from_secs(90);
 
@@ -71,7 +71,7 @@ async fn deploy_and_wait_until_ready(ns: &TestNamespace, name: &str, replicas: u
 
 #[tokio::test]
 async fn kubectl_reports_a_v1_35_server() {
-    let Some(ns) = testkit::kubernetes::namespace().await else {
+    let Some(ns) = marketplace_testkit::kubernetes::namespace().await else {
         return;
     };
 
@@ -102,7 +102,7 @@ async fn kubectl_reports_a_v1_35_server() {
 
 #[tokio::test]
 async fn a_deployment_gets_two_pods_running_and_ready_on_kwok_nodes() {
-    let Some(ns) = testkit::kubernetes::namespace().await else {
+    let Some(ns) = marketplace_testkit::kubernetes::namespace().await else {
         return;
     };
 
@@ -140,7 +140,7 @@ async fn a_deployment_gets_two_pods_running_and_ready_on_kwok_nodes() {
 
 #[tokio::test]
 async fn a_statefulset_claim_is_bound_to_a_provisioned_volume_and_its_pod_becomes_ready() {
-    let Some(ns) = testkit::kubernetes::namespace().await else {
+    let Some(ns) = marketplace_testkit::kubernetes::namespace().await else {
         return;
     };
     let statefulset: StatefulSet = serde_json::from_value(json!({
@@ -216,7 +216,7 @@ async fn a_statefulset_claim_is_bound_to_a_provisioned_volume_and_its_pod_become
 
 #[tokio::test]
 async fn deleting_a_deployment_garbage_collects_its_replicaset_and_pods() {
-    let Some(ns) = testkit::kubernetes::namespace().await else {
+    let Some(ns) = marketplace_testkit::kubernetes::namespace().await else {
         return;
     };
     deploy_and_wait_until_ready(&ns, "doomed", 2).await;
@@ -254,10 +254,10 @@ async fn deleting_a_deployment_garbage_collects_its_replicaset_and_pods() {
 
 #[tokio::test]
 async fn helm_installs_and_uninstalls_a_chart() {
-    let Some(ns) = testkit::kubernetes::namespace().await else {
+    let Some(ns) = marketplace_testkit::kubernetes::namespace().await else {
         return;
     };
-    let work = std::env::temp_dir().join(testkit::unique_name("helm-"));
+    let work = std::env::temp_dir().join(marketplace_testkit::unique_name("helm-"));
     std::fs::create_dir_all(&work).unwrap();
     let helm = |args: &[&str]| {
         let output = std::process::Command::new("helm")
@@ -307,7 +307,7 @@ async fn helm_installs_and_uninstalls_a_chart() {
 
 #[tokio::test]
 async fn test_namespaces_are_deleted_with_their_fixture() {
-    let Some(ns) = testkit::kubernetes::namespace().await else {
+    let Some(ns) = marketplace_testkit::kubernetes::namespace().await else {
         return;
     };
     let (name, client) = (ns.name().to_owned(), ns.client());

@@ -11,7 +11,7 @@
 //!
 //! ```no_run
 //! # async fn example() {
-//! let Some(db) = testkit::postgres::database().await else { return };
+//! let Some(db) = marketplace_testkit::postgres::database().await else { return };
 //! let pool = db.pool().await;
 //! # }
 //! ```

@@ -24,7 +24,10 @@ fn product_mapping() -> Value {
     })
 }
 
-async fn search_ids(index: &testkit::elasticsearch::TestIndex, text: &str) -> Vec<String> {
+async fn search_ids(
+    index: &marketplace_testkit::elasticsearch::TestIndex,
+    text: &str,
+) -> Vec<String> {
     let response = index
         .client()
         .search(SearchParts::Index(&[index.name()]))
@@ -52,7 +55,7 @@ async fn search_ids(index: &testkit::elasticsearch::TestIndex, text: &str) -> Ve
 
 #[tokio::test]
 async fn the_node_is_a_real_elasticsearch_7_17() {
-    let Some(index) = testkit::elasticsearch::index().await else {
+    let Some(index) = marketplace_testkit::elasticsearch::index().await else {
         return;
     };
 
@@ -66,7 +69,7 @@ async fn the_node_is_a_real_elasticsearch_7_17() {
 
 #[tokio::test]
 async fn multi_match_over_name_and_description_finds_and_ranks_products() {
-    let Some(index) = testkit::elasticsearch::index().await else {
+    let Some(index) = marketplace_testkit::elasticsearch::index().await else {
         return;
     };
     index.create(product_mapping()).await;
@@ -129,7 +132,7 @@ async fn multi_match_over_name_and_description_finds_and_ranks_products() {
 
 #[tokio::test]
 async fn the_mapping_is_stored_as_given() {
-    let Some(index) = testkit::elasticsearch::index().await else {
+    let Some(index) = marketplace_testkit::elasticsearch::index().await else {
         return;
     };
     index.create(product_mapping()).await;
@@ -150,7 +153,7 @@ async fn the_mapping_is_stored_as_given() {
 
 #[tokio::test]
 async fn test_indices_are_deleted_with_their_fixture() {
-    let Some(index) = testkit::elasticsearch::index().await else {
+    let Some(index) = marketplace_testkit::elasticsearch::index().await else {
         return;
     };
     index.create(json!({})).await;
