@@ -51,6 +51,14 @@ async fn pods_of(ns: &TestNamespace, app: &str) -> Vec<Pod> {
         .items
 }
 
+async fn replica_sets_in(ns: &TestNamespace) -> Vec<ReplicaSet> {
+    ns.api::<ReplicaSet>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+}
+
 /// Creates a Deployment and waits until all its pods run and are ready.
 async fn deploy_and_wait_until_ready(ns: &TestNamespace, name: &str, replicas: usize) -> Vec<Pod> {
     let replicas_i32 = i32::try_from(replicas).unwrap();
@@ -220,13 +228,7 @@ async fn deleting_a_deployment_garbage_collects_its_replicaset_and_pods() {
         return;
     };
     deploy_and_wait_until_ready(&ns, "doomed", 2).await;
-    let replica_sets = ns
-        .api::<ReplicaSet>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items;
-    assert_eq!(replica_sets.len(), 1);
+    assert_eq!(replica_sets_in(&ns).await.len(), 1);
 
     // Background propagation: the API server deletes the Deployment at once
     // and leaves its dependents to the garbage collector.
@@ -239,12 +241,7 @@ async fn deleting_a_deployment_garbage_collects_its_replicaset_and_pods() {
         "the ReplicaSet and pods to be collected",
         CONVERGE,
         || async {
-            let replica_sets = ns
-                .api::<ReplicaSet>()
-                .list(&ListParams::default())
-                .await
-                .unwrap()
-                .items;
+            let replica_sets = replica_sets_in(&ns).await;
             let pods = pods_of(&ns, "doomed").await;
             (replica_sets.is_empty() && pods.is_empty()).then_some(())
         },
