@@ -1,0 +1,240 @@
+//! The configuration of the marketplace's services, in one place.
+//!
+//! [`env`] names every environment variable a service reads; the clap
+//! argument structs below read exactly those names (each also a flag), and
+//! the operator wires deployments from the same constants, so it can never
+//! set a variable that no service reads.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// The environment variables the services read. Each is also a flag: the
+/// variable's name without the `MARKETPLACE_` prefix, in kebab case
+/// (`MARKETPLACE_ACCOUNT_DATABASE_URL` is `--account-database-url`).
+pub mod env {
+    pub const ACCOUNT_LISTEN_ADDR: &str = "MARKETPLACE_ACCOUNT_LISTEN_ADDR";
+    pub const ACCOUNT_DATABASE_URL: &str = "MARKETPLACE_ACCOUNT_DATABASE_URL";
+    pub const ACCOUNT_DATABASE_POOL_SIZE: &str = "MARKETPLACE_ACCOUNT_DATABASE_POOL_SIZE";
+
+    pub const CATALOG_LISTEN_ADDR: &str = "MARKETPLACE_CATALOG_LISTEN_ADDR";
+    pub const CATALOG_SEARCH_URL: &str = "MARKETPLACE_CATALOG_SEARCH_URL";
+    pub const CATALOG_INDEX_NAME: &str = "MARKETPLACE_CATALOG_INDEX_NAME";
+
+    pub const ORDER_LISTEN_ADDR: &str = "MARKETPLACE_ORDER_LISTEN_ADDR";
+    pub const ORDER_DATABASE_URL: &str = "MARKETPLACE_ORDER_DATABASE_URL";
+    pub const ORDER_DATABASE_POOL_SIZE: &str = "MARKETPLACE_ORDER_DATABASE_POOL_SIZE";
+    pub const ORDER_ACCOUNT_URL: &str = "MARKETPLACE_ORDER_ACCOUNT_URL";
+    pub const ORDER_CATALOG_URL: &str = "MARKETPLACE_ORDER_CATALOG_URL";
+    pub const ORDER_DOWNSTREAM_TIMEOUT: &str = "MARKETPLACE_ORDER_DOWNSTREAM_TIMEOUT";
+
+    /// Every variable above, for tests and for the operator's checks.
+    pub const ALL: &[&str] = &[
+        ACCOUNT_LISTEN_ADDR,
+        ACCOUNT_DATABASE_URL,
+        ACCOUNT_DATABASE_POOL_SIZE,
+        CATALOG_LISTEN_ADDR,
+        CATALOG_SEARCH_URL,
+        CATALOG_INDEX_NAME,
+        ORDER_LISTEN_ADDR,
+        ORDER_DATABASE_URL,
+        ORDER_DATABASE_POOL_SIZE,
+        ORDER_ACCOUNT_URL,
+        ORDER_CATALOG_URL,
+        ORDER_DOWNSTREAM_TIMEOUT,
+    ];
+}
+
+/// The gRPC ports of the services, as in the Go original.
+pub mod ports {
+    pub const ACCOUNT: u16 = 8081;
+    pub const CATALOG: u16 = 8082;
+    pub const ORDER: u16 = 8083;
+}
+
+/// A URL that may carry a password: never printed in full.
+#[derive(Clone)]
+pub struct SecretUrl(SecretString);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(SecretString::from(url.into()))
+    }
+
+    /// The URL itself, for connecting.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// The scheme (`postgres`, `sqlite`, `http`, ...), for choosing a backend
+    /// and for messages.
+    pub fn scheme(&self) -> &str {
+        self.expose()
+            .split_once(':')
+            .map_or("", |(scheme, _)| scheme)
+    }
+}
+
+impl FromStr for SecretUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().is_empty() {
+            Err("the URL is empty".to_owned())
+        } else {
+            Ok(Self::new(s))
+        }
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretUrl({}:[redacted])", self.scheme())
+    }
+}
+
+/// Parses durations such as `500ms`, `5s` or `1m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit (ms, s or m)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        _ => Err(format!("{text:?} has an unknown unit (use ms, s or m)")),
+    }
+}
+
+/// The account service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AccountConfig {
+    /// Address the account service's gRPC server listens on.
+    #[arg(id = "account-listen-addr", long = "account-listen-addr", env = env::ACCOUNT_LISTEN_ADDR, default_value = "0.0.0.0:8081")]
+    pub listen_addr: SocketAddr,
+    /// Where accounts are stored: a `postgres://` URL, or `sqlite://PATH`
+    /// for embedded storage in a file.
+    #[arg(id = "account-database-url", long = "account-database-url", env = env::ACCOUNT_DATABASE_URL, hide_env_values = true)]
+    pub database_url: Option<SecretUrl>,
+    /// Most connections the account service opens to its database.
+    #[arg(id = "account-database-pool-size", long = "account-database-pool-size", env = env::ACCOUNT_DATABASE_POOL_SIZE, default_value_t = 16)]
+    pub database_pool_size: u32,
+}
+
+/// The catalog service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CatalogConfig {
+    /// Address the catalog service's gRPC server listens on.
+    #[arg(id = "catalog-listen-addr", long = "catalog-listen-addr", env = env::CATALOG_LISTEN_ADDR, default_value = "0.0.0.0:8082")]
+    pub listen_addr: SocketAddr,
+    /// Where products are stored and searched: an Elasticsearch 7 URL
+    /// (`http://...`), or `tantivy://PATH` for an embedded index in a
+    /// directory.
+    #[arg(id = "catalog-search-url", long = "catalog-search-url", env = env::CATALOG_SEARCH_URL, hide_env_values = true)]
+    pub search_url: Option<SecretUrl>,
+    /// The Elasticsearch index holding the products; created with the
+    /// product mapping at start-up when absent.
+    #[arg(id = "catalog-index-name", long = "catalog-index-name", env = env::CATALOG_INDEX_NAME, default_value = "products")]
+    pub index_name: String,
+}
+
+/// The order service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OrderConfig {
+    /// Address the order service's gRPC server listens on.
+    #[arg(id = "order-listen-addr", long = "order-listen-addr", env = env::ORDER_LISTEN_ADDR, default_value = "0.0.0.0:8083")]
+    pub listen_addr: SocketAddr,
+    /// Where orders are stored: a `postgres://` URL, or `sqlite://PATH` for
+    /// embedded storage in a file.
+    #[arg(id = "order-database-url", long = "order-database-url", env = env::ORDER_DATABASE_URL, hide_env_values = true)]
+    pub database_url: Option<SecretUrl>,
+    /// Most connections the order service opens to its database.
+    #[arg(id = "order-database-pool-size", long = "order-database-pool-size", env = env::ORDER_DATABASE_POOL_SIZE, default_value_t = 16)]
+    pub database_pool_size: u32,
+    /// The account service's gRPC URL.
+    #[arg(id = "order-account-url", long = "order-account-url", env = env::ORDER_ACCOUNT_URL, default_value = "http://127.0.0.1:8081")]
+    pub account_url: String,
+    /// The catalog service's gRPC URL.
+    #[arg(id = "order-catalog-url", long = "order-catalog-url", env = env::ORDER_CATALOG_URL, default_value = "http://127.0.0.1:8082")]
+    pub catalog_url: String,
+    /// Deadline of each call to the account and catalog services
+    /// (`500ms`, `5s`, ...).
+    #[arg(id = "order-downstream-timeout", long = "order-downstream-timeout", env = env::ORDER_DOWNSTREAM_TIMEOUT, default_value = "5s", value_parser = parse_duration)]
+    pub downstream_timeout: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct All {
+        #[command(flatten)]
+        account: AccountConfig,
+        #[command(flatten)]
+        catalog: CatalogConfig,
+        #[command(flatten)]
+        order: OrderConfig,
+    }
+
+    #[test]
+    fn every_argument_reads_a_named_variable_and_every_name_is_read() {
+        let command = All::command();
+        let mut read: Vec<String> = command
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect();
+        read.sort();
+        let mut named: Vec<String> = env::ALL.iter().map(|&s| s.to_owned()).collect();
+        named.sort();
+        assert_eq!(read, named);
+    }
+
+    #[test]
+    fn flags_are_the_variable_names_in_kebab_case() {
+        for argument in All::command().get_arguments() {
+            let variable = argument.get_env().unwrap().to_string_lossy().into_owned();
+            let expected = variable
+                .trim_start_matches("MARKETPLACE_")
+                .to_lowercase()
+                .replace('_', "-");
+            assert_eq!(argument.get_long(), Some(expected.as_str()));
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_originals_ports() {
+        let all = All::try_parse_from(["test"]).unwrap();
+        assert_eq!(all.account.listen_addr.port(), ports::ACCOUNT);
+        assert_eq!(all.catalog.listen_addr.port(), ports::CATALOG);
+        assert_eq!(all.order.listen_addr.port(), ports::ORDER);
+        assert_eq!(all.order.downstream_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn urls_are_redacted_when_printed() {
+        let url: SecretUrl = "postgres://app:hunter2@db/app".parse().unwrap();
+        assert_eq!(format!("{url:?}"), "SecretUrl(postgres:[redacted])");
+        assert_eq!(url.scheme(), "postgres");
+        assert!("  ".parse::<SecretUrl>().is_err());
+    }
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+}

@@ -1,0 +1,224 @@
+//! What every marketplace gRPC service shares.
+//!
+//! - [`Listener`]: bind first (port 0 in tests), report the port, then
+//!   [`Listener::serve`] the service next to `grpc.health.v1` and server
+//!   reflection until a shutdown signal, draining in-flight calls.
+//! - [`channel`]: a lazily connecting client channel with a connect timeout
+//!   and a per-call deadline, so a service starts while its downstreams are
+//!   still down and a call to a down downstream fails with `UNAVAILABLE`.
+//! - [`internal`] and [`unavailable`]: the only ways backend errors become a
+//!   [`Status`]: the cause goes to the log, the client gets a fixed message.
+
+use std::error::Error;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::Status;
+use tonic::service::Routes;
+use tonic::transport::{Channel, Endpoint, Server};
+use tonic_health::ServingStatus;
+
+/// A bound gRPC listener that has not started serving yet.
+#[derive(Debug)]
+pub struct Listener {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+}
+
+impl Listener {
+    /// Binds `addr`; port 0 picks a free port (see [`Listener::local_addr`]).
+    pub async fn bind(addr: SocketAddr) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves `routes` (the service named `service_name`, e.g.
+    /// `marketplace.account.v1.AccountService`) together with
+    /// `grpc.health.v1` and server reflection (v1 and v1alpha) until
+    /// `shutdown` completes; calls in flight then finish before this returns.
+    pub async fn serve(
+        self,
+        service_name: &str,
+        routes: Routes,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status(service_name, ServingStatus::Serving)
+            .await;
+        health.set_service_status("", ServingStatus::Serving).await;
+        let reflection_v1 = reflection().build_v1();
+        let reflection_v1alpha = reflection().build_v1alpha();
+        let routes = match (reflection_v1, reflection_v1alpha) {
+            (Ok(v1), Ok(v1alpha)) => routes.add_service(v1).add_service(v1alpha),
+            (Err(error), _) | (_, Err(error)) => {
+                // The descriptor set is compiled into the binary; this is a
+                // build defect, and the service itself still works.
+                tracing::error!(%error, "server reflection is unavailable");
+                routes
+            }
+        };
+        tracing::info!(address = %self.local_addr, service = service_name, "serving gRPC");
+        Server::builder()
+            .add_routes(routes.add_service(health_service))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .await
+    }
+}
+
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(marketplace_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// How a client reaches a downstream service.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelSettings {
+    /// Longest wait for a TCP connection.
+    pub connect_timeout: Duration,
+    /// Deadline of every call.
+    pub call_timeout: Duration,
+}
+
+impl Default for ChannelSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(2),
+            call_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A client channel to `url` (`http://host:port`) that connects on first
+/// use and reconnects after failures.
+pub fn channel(url: &str, settings: ChannelSettings) -> Result<Channel, InvalidUrl> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|_| InvalidUrl(url.to_owned()))?
+        .connect_timeout(settings.connect_timeout)
+        .timeout(settings.call_timeout)
+        .tcp_nodelay(true);
+    Ok(endpoint.connect_lazy())
+}
+
+/// A downstream URL that is not a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidUrl(pub String);
+
+impl std::fmt::Display for InvalidUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} is not a valid gRPC URL (expected http://host:port)", self.0)
+    }
+}
+
+impl Error for InvalidUrl {}
+
+/// An unexpected failure: logged with its cause chain, answered with
+/// `INTERNAL` and a message that reveals nothing of the backend.
+pub fn internal(what: &str, error: &(dyn Error + 'static)) -> Status {
+    tracing::error!(error = %chain(error), "{what} failed");
+    Status::internal(format!("{what} failed; the error is logged on the server"))
+}
+
+/// A backend that cannot be reached: logged with its cause chain, answered
+/// with `UNAVAILABLE` naming only the kind of backend.
+pub fn unavailable(backend: &str, error: &(dyn Error + 'static)) -> Status {
+    tracing::warn!(error = %chain(error), "{backend} is unavailable");
+    Status::unavailable(format!("{backend} is unavailable; try again later"))
+}
+
+/// `error: cause: cause`, for one log field.
+pub fn chain(error: &(dyn Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Completes on SIGTERM or Ctrl-C, for [`Listener::serve`]'s shutdown.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing calls in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Outer(io::Error);
+
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("outer")
+        }
+    }
+
+    impl Error for Outer {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn backend_text_goes_to_the_log_not_the_status() {
+        let error = Outer(io::Error::other("password authentication failed for user app"));
+
+        let status = internal("storing the account", &error);
+
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(!status.message().contains("password"), "{}", status.message());
+        assert_eq!(
+            chain(&error),
+            "outer: password authentication failed for user app"
+        );
+        let status = unavailable("the account database", &error);
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(!status.message().contains("password"));
+    }
+
+    #[tokio::test]
+    async fn malformed_downstream_urls_are_refused() {
+        assert!(channel("not a url", ChannelSettings::default()).is_err());
+        assert!(channel("http://127.0.0.1:1", ChannelSettings::default()).is_ok());
+    }
+}

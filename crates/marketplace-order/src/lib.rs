@@ -1,0 +1,1 @@
+//! The order service: orders priced from the catalog, over gRPC.
