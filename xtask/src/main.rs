@@ -5,6 +5,7 @@
 //! whole workspace's tests against them and stops everything it started.
 
 mod backends;
+mod bench;
 mod cache;
 mod install;
 mod process;
@@ -44,6 +45,11 @@ enum Command {
     /// Start the test backends, print the environment the tests read, and
     /// keep them running until Ctrl-C (for running single tests by hand).
     Backends,
+    /// Run a benchmark on real and embedded backends and print its numbers.
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
     /// Internal: deletes a run's kwok cluster once that run's xtask is gone.
     #[command(hide = true)]
     ReapCluster {
@@ -58,6 +64,13 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// CreateOrder and product search against the account, catalog and
+    /// order services, and pgbench's ceiling for CreateOrder's transaction.
+    Services(bench::BenchArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = signals::install_handlers() {
@@ -68,6 +81,11 @@ fn main() -> ExitCode {
         Command::Test { cargo_args } => test(&cargo_args),
         Command::Install => install().map(|_| ExitCode::SUCCESS),
         Command::Backends => backends_until_interrupted().map(|()| ExitCode::SUCCESS),
+        Command::Bench {
+            bench: Bench::Services(args),
+        } => install()
+            .and_then(|tools| bench::services(&tools, &args))
+            .map(|()| ExitCode::SUCCESS),
         Command::ReapCluster {
             kwokctl,
             workdir,
@@ -111,7 +129,7 @@ fn test(cargo_args: &[String]) -> Result<ExitCode> {
     }
     let built = started.elapsed();
 
-    let backends = Backends::start(&tools)?;
+    let backends = Backends::start(&tools, true)?;
     let ready = started.elapsed();
 
     let mut command = cargo_test(cargo_args, &[]);
@@ -142,12 +160,16 @@ fn test(cargo_args: &[String]) -> Result<ExitCode> {
 }
 
 fn cargo_test(cargo_args: &[String], extra: &[&str]) -> std::process::Command {
+    let mut command = cargo(&["test", "--workspace"]);
+    command.args(extra).args(cargo_args);
+    command
+}
+
+/// `cargo` with `args`, without the variables `cargo run` set for xtask.
+fn cargo(args: &[&str]) -> std::process::Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut command = std::process::Command::new(cargo);
-    command
-        .args(["test", "--workspace"])
-        .args(extra)
-        .args(cargo_args);
+    command.args(args);
     // `cargo run` gave xtask the package variables of xtask itself; build
     // scripts that watch them (ring's does) would rebuild on every run.
     for (key, _) in std::env::vars_os() {
@@ -172,7 +194,7 @@ fn cargo_test(cargo_args: &[String], extra: &[&str]) -> std::process::Command {
 
 fn backends_until_interrupted() -> Result<()> {
     let tools = install()?;
-    let backends = Backends::start(&tools)?;
+    let backends = Backends::start(&tools, true)?;
     println!("==> backends are up; paste these lines into a shell, then run `cargo test`:");
     for (key, value) in backends.env() {
         println!("export {key}={}", shell_quote(&value));

@@ -16,6 +16,8 @@ use secrecy::{ExposeSecret, SecretString};
 /// variable's name without the `MARKETPLACE_` prefix, in kebab case
 /// (`MARKETPLACE_ACCOUNT_DATABASE_URL` is `--account-database-url`).
 pub mod env {
+    pub const TARGET: &str = "MARKETPLACE_TARGET";
+
     pub const ACCOUNT_LISTEN_ADDR: &str = "MARKETPLACE_ACCOUNT_LISTEN_ADDR";
     pub const ACCOUNT_DATABASE_URL: &str = "MARKETPLACE_ACCOUNT_DATABASE_URL";
     pub const ACCOUNT_DATABASE_POOL_SIZE: &str = "MARKETPLACE_ACCOUNT_DATABASE_POOL_SIZE";
@@ -33,6 +35,7 @@ pub mod env {
 
     /// Every variable above, for tests and for the operator's checks.
     pub const ALL: &[&str] = &[
+        TARGET,
         ACCOUNT_LISTEN_ADDR,
         ACCOUNT_DATABASE_URL,
         ACCOUNT_DATABASE_POOL_SIZE,
@@ -113,6 +116,31 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// Which part of the marketplace a `marketplace serve` process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// The account service (gRPC).
+    Account,
+    /// The catalog service (gRPC).
+    Catalog,
+    /// The order service (gRPC); calls account and catalog.
+    Order,
+}
+
+/// Everything `marketplace serve` reads.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeConfig {
+    /// The part of the marketplace this process runs.
+    #[arg(id = "target", long = "target", env = env::TARGET, value_enum)]
+    pub target: Target,
+    #[command(flatten)]
+    pub account: AccountConfig,
+    #[command(flatten)]
+    pub catalog: CatalogConfig,
+    #[command(flatten)]
+    pub order: OrderConfig,
+}
+
 /// The account service.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AccountConfig {
@@ -179,11 +207,7 @@ mod tests {
     #[derive(Debug, Parser)]
     struct All {
         #[command(flatten)]
-        account: AccountConfig,
-        #[command(flatten)]
-        catalog: CatalogConfig,
-        #[command(flatten)]
-        order: OrderConfig,
+        serve: ServeConfig,
     }
 
     #[test]
@@ -214,7 +238,10 @@ mod tests {
 
     #[test]
     fn defaults_are_the_originals_ports() {
-        let all = All::try_parse_from(["test"]).unwrap();
+        let all = All::try_parse_from(["test", "--target", "order"])
+            .unwrap()
+            .serve;
+        assert_eq!(all.target, Target::Order);
         assert_eq!(all.account.listen_addr.port(), ports::ACCOUNT);
         assert_eq!(all.catalog.listen_addr.port(), ports::CATALOG);
         assert_eq!(all.order.listen_addr.port(), ports::ORDER);

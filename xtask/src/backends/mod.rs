@@ -47,7 +47,9 @@ pub(crate) struct Backends {
 }
 
 impl Backends {
-    pub(crate) fn start(tools: &Tools) -> Result<Self> {
+    /// Starts PostgreSQL and Elasticsearch, and the kwok cluster when
+    /// `with_kubernetes` (benchmarks do not need one).
+    pub(crate) fn start(tools: &Tools, with_kubernetes: bool) -> Result<Self> {
         let cache = Cache::locate()?;
         remove_stale_runs(&cache, tools);
         let run_dir = std::env::temp_dir().join(format!("{RUN_DIR_PREFIX}{}", std::process::id()));
@@ -65,24 +67,27 @@ impl Backends {
         // Elasticsearch takes longest to boot: start it first, create the
         // cluster on another thread, and bring PostgreSQL up meanwhile.
         backends.elasticsearch = Some(Elasticsearch::spawn(tools, &run_dir)?);
-        let kube_thread = {
+        let kube_thread = with_kubernetes.then(|| {
             let run_dir = run_dir.clone();
             let cache = cache.clone();
             let tools_paths = kubernetes::ToolPaths::from(tools);
             std::thread::spawn(move || KubeCluster::create(&tools_paths, &cache, &run_dir))
-        };
+        });
         let postgres = Postgres::start(tools, &run_dir);
-        let kubernetes = kube_thread
-            .join()
-            .unwrap_or_else(|_| bail!("the kwok thread panicked"));
+        let kubernetes = kube_thread.map(|thread| {
+            thread
+                .join()
+                .unwrap_or_else(|_| bail!("the kwok thread panicked"))
+        });
         // Keep whatever did start before reporting what did not, so that
         // dropping `backends` stops it.
         let kube_error = match kubernetes {
-            Ok(cluster) => {
+            Some(Ok(cluster)) => {
                 backends.kubernetes = Some(cluster);
                 None
             }
-            Err(e) => Some(e),
+            Some(Err(e)) => Some(e),
+            None => None,
         };
         backends.postgres = Some(postgres?);
         if let Some(e) = kube_error {
@@ -97,29 +102,44 @@ impl Backends {
             .as_ref()
             .map(Postgres::url)
             .unwrap_or_default();
-        let (server, kubeconfig) = match backends.kubernetes.as_ref() {
-            Some(cluster) => (
-                cluster.server(),
-                cluster.kubeconfig().to_string_lossy().into_owned(),
-            ),
-            None => bail!("the kwok cluster was not created"),
-        };
-        println!(
-            "==> backends ready: PostgreSQL {pg_url}, Elasticsearch {es_url}, kube-apiserver {server}"
-        );
-
         let path = tools.search_path()?;
         backends.env = vec![
             ("MARKETPLACE_TEST_BACKENDS".into(), "required".into()),
-            ("MARKETPLACE_TEST_POSTGRES_URL".into(), pg_url),
-            ("MARKETPLACE_TEST_ELASTICSEARCH_URL".into(), es_url),
-            ("MARKETPLACE_TEST_KUBECONFIG".into(), kubeconfig.clone()),
-            // Anything that reaches for the default kubeconfig talks to the
-            // throwaway cluster, never to a real one on the developer's machine.
-            ("KUBECONFIG".into(), kubeconfig),
+            ("MARKETPLACE_TEST_POSTGRES_URL".into(), pg_url.clone()),
+            ("MARKETPLACE_TEST_ELASTICSEARCH_URL".into(), es_url.clone()),
             ("PATH".into(), path.to_string_lossy().into_owned()),
         ];
+        match backends.kubernetes.as_ref() {
+            Some(cluster) => {
+                let kubeconfig = cluster.kubeconfig().to_string_lossy().into_owned();
+                println!(
+                    "==> backends ready: PostgreSQL {pg_url}, Elasticsearch {es_url}, kube-apiserver {}",
+                    cluster.server()
+                );
+                backends.env.extend([
+                    ("MARKETPLACE_TEST_KUBECONFIG".into(), kubeconfig.clone()),
+                    // Anything that reaches for the default kubeconfig talks to the
+                    // throwaway cluster, never to a real one on the developer's machine.
+                    ("KUBECONFIG".into(), kubeconfig),
+                ]);
+            }
+            None if with_kubernetes => bail!("the kwok cluster was not created"),
+            None => println!("==> backends ready: PostgreSQL {pg_url}, Elasticsearch {es_url}"),
+        }
         Ok(backends)
+    }
+
+    /// The value of one of the variables in [`Backends::env`].
+    pub(crate) fn var(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The directory this run's backends keep their files in.
+    pub(crate) fn run_dir(&self) -> &Path {
+        &self.run_dir
     }
 
     pub(crate) fn env(&self) -> Vec<(String, String)> {

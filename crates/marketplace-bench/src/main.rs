@@ -1,0 +1,489 @@
+//! `marketplace-bench`: the load driver behind `cargo xtask bench`. It talks
+//! to services that are already running (xtask starts them), seeds them with
+//! data, then drives one operation at a time at a fixed concurrency for a
+//! fixed time and prints throughput and latency percentiles.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use marketplace_config::parse_duration;
+use marketplace_grpc::ChannelSettings;
+use marketplace_proto::account::v1::CreateAccountRequest;
+use marketplace_proto::account::v1::account_service_client::AccountServiceClient;
+use marketplace_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+use marketplace_proto::catalog::v1::{CreateProductRequest, SearchProductsRequest};
+use marketplace_proto::common::v1::Money;
+use marketplace_proto::order::v1::order_service_client::OrderServiceClient;
+use marketplace_proto::order::v1::{CreateOrderRequest, OrderLineRequest};
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Drives running marketplace services and reports what they sustain.
+#[derive(Debug, Parser)]
+#[command(name = "marketplace-bench")]
+enum Cli {
+    /// CreateOrder and product search against the account, catalog and
+    /// order services.
+    Services(ServicesArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServicesArgs {
+    #[arg(long)]
+    account_url: String,
+    #[arg(long)]
+    catalog_url: String,
+    #[arg(long)]
+    order_url: String,
+    /// Calls in flight at any time.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// How long each operation is measured.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    duration: Duration,
+    /// How long each operation runs before measuring starts.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Accounts created before measuring.
+    #[arg(long, default_value_t = 200)]
+    accounts: usize,
+    /// Products created before measuring.
+    #[arg(long, default_value_t = 500)]
+    products: usize,
+    /// Lines per order (distinct products).
+    #[arg(long, default_value_t = 3)]
+    lines: usize,
+    /// Names the run in the output (`real`, `embedded`).
+    #[arg(long)]
+    label: String,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    summary: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let Cli::Services(args) = Cli::parse();
+    services(args).await
+}
+
+const WORDS: &[&str] = &[
+    "wireless",
+    "keyboard",
+    "mouse",
+    "monitor",
+    "cable",
+    "laptop",
+    "stand",
+    "desk",
+    "lamp",
+    "chair",
+    "headphones",
+    "speaker",
+    "charger",
+    "battery",
+    "camera",
+    "tripod",
+    "microphone",
+    "webcam",
+    "router",
+    "switch",
+    "adapter",
+    "case",
+    "sleeve",
+    "backpack",
+    "bottle",
+    "mug",
+    "notebook",
+    "pen",
+    "pencil",
+    "marker",
+    "ergonomic",
+    "compact",
+    "portable",
+    "silent",
+    "mechanical",
+    "optical",
+    "bluetooth",
+    "usb",
+    "steel",
+    "wooden",
+    "leather",
+    "cotton",
+    "red",
+    "blue",
+    "black",
+    "white",
+    "green",
+    "large",
+    "small",
+    "premium",
+];
+
+async fn services(args: ServicesArgs) -> Result<()> {
+    let settings = ChannelSettings {
+        connect_timeout: Duration::from_secs(2),
+        call_timeout: Duration::from_secs(30),
+    };
+    let account_channel = marketplace_grpc::channel(&args.account_url, settings)?;
+    let catalog_channel = marketplace_grpc::channel(&args.catalog_url, settings)?;
+    let order_channel = marketplace_grpc::channel(&args.order_url, settings)?;
+    for (name, channel) in [
+        ("account", &account_channel),
+        ("catalog", &catalog_channel),
+        ("order", &order_channel),
+    ] {
+        wait_serving(name, channel.clone()).await?;
+    }
+    let accounts = AccountServiceClient::new(account_channel);
+    let catalog = CatalogServiceClient::new(catalog_channel);
+    let orders = OrderServiceClient::new(order_channel);
+
+    let seed_started = Instant::now();
+    let account_ids = seed_accounts(&accounts, args.accounts).await?;
+    let product_ids = seed_products(&catalog, args.products).await?;
+    if product_ids.len() < args.lines {
+        bail!(
+            "{} lines per order need at least as many products",
+            args.lines
+        );
+    }
+    println!(
+        "bench[{}]: seeded {} accounts and {} products in {:.1?}",
+        args.label,
+        account_ids.len(),
+        product_ids.len(),
+        seed_started.elapsed()
+    );
+
+    let create_order = {
+        let (account_ids, product_ids, lines) =
+            (account_ids.clone(), product_ids.clone(), args.lines);
+        drive(&args, move |rng: &mut Rng| {
+            let mut client = orders.clone();
+            let account_id = account_ids[rng.below(account_ids.len())].clone();
+            let lines = rng
+                .distinct(product_ids.len(), lines)
+                .into_iter()
+                .map(|i| OrderLineRequest {
+                    product_id: product_ids[i].clone(),
+                    quantity: 1 + u32::try_from(rng.below(5)).unwrap_or(0),
+                })
+                .collect();
+            async move {
+                client
+                    .create_order(CreateOrderRequest { account_id, lines })
+                    .await
+                    .map(drop)
+            }
+        })
+        .await?
+    };
+    let search = drive(&args, move |rng: &mut Rng| {
+        let mut client = catalog.clone();
+        let words = 1 + rng.below(2);
+        let query = (0..words)
+            .map(|_| WORDS[rng.below(WORDS.len())])
+            .collect::<Vec<_>>()
+            .join(" ");
+        async move {
+            client
+                .search_products(SearchProductsRequest {
+                    query,
+                    skip: 0,
+                    take: 20,
+                })
+                .await
+                .map(drop)
+        }
+    })
+    .await?;
+
+    println!(
+        "bench[{}]: concurrency {}, {:?} per operation after {:?} warm-up",
+        args.label, args.concurrency, args.duration, args.warmup
+    );
+    println!(
+        "{:<10} {:<16} {:>9} {:>7} {:>10} {:>9} {:>9}",
+        "backends", "operation", "requests", "errors", "req/s", "p50 ms", "p99 ms"
+    );
+    let results = [("CreateOrder", &create_order), ("SearchProducts", &search)];
+    for (operation, stats) in results {
+        println!(
+            "{:<10} {:<16} {:>9} {:>7} {:>10.1} {:>9.2} {:>9.2}",
+            args.label,
+            operation,
+            stats.ok,
+            stats.error_count(),
+            stats.throughput(),
+            stats.percentile_ms(50.0),
+            stats.percentile_ms(99.0),
+        );
+        if !stats.errors.is_empty() {
+            println!("           {operation} errors by code: {:?}", stats.errors);
+        }
+    }
+    if let Some(path) = &args.summary {
+        let json = serde_json::json!({
+            "label": args.label,
+            "concurrency": args.concurrency,
+            "duration_seconds": args.duration.as_secs_f64(),
+            "lines_per_order": args.lines,
+            "operations": results.iter().map(|(operation, stats)| serde_json::json!({
+                "operation": operation,
+                "requests": stats.ok,
+                "errors": stats.error_count(),
+                "throughput": stats.throughput(),
+                "p50_ms": stats.percentile_ms(50.0),
+                "p99_ms": stats.percentile_ms(99.0),
+            })).collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let failed: u64 = results.iter().map(|(_, s)| s.error_count()).sum();
+    let succeeded: u64 = results.iter().map(|(_, s)| s.ok).sum();
+    if failed * 100 > succeeded {
+        bail!(
+            "more than 1% of the calls failed ({failed} of {})",
+            failed + succeeded
+        );
+    }
+    Ok(())
+}
+
+async fn wait_serving(name: &str, channel: Channel) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut client = HealthClient::new(channel);
+    loop {
+        let answer = client
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await;
+        match answer {
+            Ok(response) if response.get_ref().status() == ServingStatus::Serving => return Ok(()),
+            _ if Instant::now() > deadline => bail!("the {name} service did not become ready"),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+async fn seed_accounts(
+    client: &AccountServiceClient<Channel>,
+    count: usize,
+) -> Result<Vec<String>> {
+    let calls = (0..count).map(|i| {
+        let mut client = client.clone();
+        async move {
+            let response = client
+                .create_account(CreateAccountRequest {
+                    name: format!("Bench customer {i}"),
+                })
+                .await?;
+            response
+                .into_inner()
+                .account
+                .map(|a| a.id)
+                .context("CreateAccount answered without an account")
+        }
+    });
+    in_parallel(calls, 32).await
+}
+
+async fn seed_products(
+    client: &CatalogServiceClient<Channel>,
+    count: usize,
+) -> Result<Vec<String>> {
+    let calls = (0..count).map(|i| {
+        let mut client = client.clone();
+        let mut rng = Rng::new(i as u64 + 1);
+        let mut pick = |n: usize| {
+            (0..n)
+                .map(|_| WORDS[rng.below(WORDS.len())])
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let name = format!("{} {i}", pick(2));
+        let description = pick(12);
+        let price = Money {
+            minor_units: 50 + (i as i64 * 37) % 20_000,
+        };
+        async move {
+            let response = client
+                .create_product(CreateProductRequest {
+                    name,
+                    description,
+                    price: Some(price),
+                })
+                .await?;
+            response
+                .into_inner()
+                .product
+                .map(|p| p.id)
+                .context("CreateProduct answered without a product")
+        }
+    });
+    // Elasticsearch makes each create wait for a refresh: many at once.
+    in_parallel(calls, 128).await
+}
+
+async fn in_parallel<T>(
+    calls: impl Iterator<Item = impl Future<Output = Result<T>> + Send + 'static>,
+    limit: usize,
+) -> Result<Vec<T>>
+where
+    T: Send + 'static,
+{
+    let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(limit));
+    let mut tasks = Vec::new();
+    for call in calls {
+        let permit = semaphore.clone().acquire_owned().await?;
+        tasks.push(tokio::spawn(async move {
+            let result = call.await;
+            drop(permit);
+            result
+        }));
+    }
+    let mut values = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        values.push(task.await??);
+    }
+    Ok(values)
+}
+
+/// What one operation achieved during the measured window.
+#[derive(Debug)]
+struct Stats {
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    elapsed: Duration,
+    latency_us: Histogram<u64>,
+}
+
+impl Stats {
+    fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    fn throughput(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    fn percentile_ms(&self, percentile: f64) -> f64 {
+        self.latency_us.value_at_percentile(percentile) as f64 / 1000.0
+    }
+}
+
+/// Runs `call` from `args.concurrency` workers in a closed loop: warm-up
+/// first, then the measured window.
+async fn drive<F, Fut>(args: &ServicesArgs, call: F) -> Result<Stats>
+where
+    F: Fn(&mut Rng) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let template = new_histogram()?;
+    let start = Instant::now() + args.warmup;
+    let end = start + args.duration;
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|worker| {
+            let call = call.clone();
+            let mut latency = template.clone();
+            tokio::spawn(async move {
+                let mut rng = Rng::new(0x9e37_79b9 ^ (worker as u64 + 1));
+                let mut ok = 0;
+                let mut errors = BTreeMap::<String, u64>::new();
+                loop {
+                    let began = Instant::now();
+                    if began >= end {
+                        break;
+                    }
+                    let result = call(&mut rng).await;
+                    if began < start {
+                        continue;
+                    }
+                    match result {
+                        Ok(()) => {
+                            ok += 1;
+                            let micros =
+                                u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+                            latency.saturating_record(micros.max(1));
+                        }
+                        Err(status) => {
+                            *errors.entry(format!("{:?}", status.code())).or_default() += 1;
+                        }
+                    }
+                }
+                (ok, errors, latency)
+            })
+        })
+        .collect();
+    let mut stats = Stats {
+        ok: 0,
+        errors: BTreeMap::new(),
+        elapsed: args.duration,
+        latency_us: template,
+    };
+    for worker in workers {
+        match worker.await {
+            Ok((ok, errors, latency)) => {
+                stats.ok += ok;
+                for (code, count) in errors {
+                    *stats.errors.entry(code).or_default() += count;
+                }
+                let _ = stats.latency_us.add(&latency);
+            }
+            Err(_) => *stats.errors.entry("worker panicked".into()).or_default() += 1,
+        }
+    }
+    Ok(stats)
+}
+
+fn new_histogram() -> Result<Histogram<u64>> {
+    // One microsecond to one minute, three significant digits.
+    Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
+}
+
+/// A small xorshift generator: load patterns need to vary, not to be secure.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    /// `count` distinct numbers below `n`.
+    fn distinct(&mut self, n: usize, count: usize) -> Vec<usize> {
+        let mut picked = Vec::with_capacity(count);
+        while picked.len() < count.min(n) {
+            let i = self.below(n);
+            if !picked.contains(&i) {
+                picked.push(i);
+            }
+        }
+        picked
+    }
+}

@@ -1,0 +1,336 @@
+//! `cargo xtask bench services`: the account, catalog and order services as
+//! separate release-built processes, driven by `marketplace-bench` at a fixed
+//! concurrency, first on real PostgreSQL and Elasticsearch, then on the
+//! embedded backends (SQLite and tantivy). Then pgbench replays CreateOrder's
+//! SQL transaction straight against PostgreSQL at the same concurrency: the
+//! most the database could give, which the service is measured against.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use marketplace_config::env;
+
+use crate::backends::Backends;
+use crate::install::Tools;
+use crate::process::{self, Supervised};
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// Calls in flight at any time.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// How long each operation is measured, in seconds.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Lines per order (the pgbench replay writes as many).
+    #[arg(long, default_value_t = 3)]
+    lines: usize,
+}
+
+/// The SQL transaction of CreateOrder on PostgreSQL, as pgbench replays it:
+/// the same statements the order service's storage sends (see
+/// `crates/marketplace-order/src/storage/postgres.rs`), with pgbench
+/// variables where the service binds parameters.
+fn pgbench_script(lines: usize) -> String {
+    let products: Vec<String> = (0..lines).map(|i| format!("'product{i}'")).collect();
+    let quantities: Vec<String> = (0..lines).map(|i| (1 + i % 5).to_string()).collect();
+    let prices: Vec<String> = (0..lines).map(|i| (199 + 100 * i).to_string()).collect();
+    format!(
+        "\\set n random(1, 9000000000000000000)\n\
+         BEGIN;\n\
+         INSERT INTO orders (id, account_id, total_price, created_at) VALUES ('pgbench-' || :client_id || '-' || :n, 'pgbench-account', (12345::bigint::numeric / 100), now());\n\
+         INSERT INTO order_items (order_id, product_id, quantity, price) SELECT 'pgbench-' || :client_id || '-' || :n, product_id, quantity, (price::numeric / 100) FROM UNNEST(ARRAY[{products}]::varchar[], ARRAY[{quantities}]::int[], ARRAY[{prices}]::bigint[]) AS line(product_id, quantity, price);\n\
+         SELECT pg_notify('marketplace_orders', 'pgbench-' || :client_id || '-' || :n);\n\
+         COMMIT;\n",
+        products = products.join(", "),
+        quantities = quantities.join(", "),
+        prices = prices.join(", "),
+    )
+}
+
+pub(crate) fn services(tools: &Tools, args: &BenchArgs) -> Result<()> {
+    println!("==> building marketplace and marketplace-bench (release)");
+    let status = process::run_foreground(
+        crate::cargo(&[
+            "build",
+            "--release",
+            "-p",
+            "marketplace",
+            "-p",
+            "marketplace-bench",
+        ]),
+        "cargo build --release",
+    )?;
+    if !status.success() {
+        bail!("the release build failed ({status})");
+    }
+    let release = target_dir()?.join("release");
+    let marketplace = release.join("marketplace");
+    let driver = release.join("marketplace-bench");
+
+    let backends = Backends::start(tools, false)?;
+    let work = backends.run_dir().join("bench");
+    std::fs::create_dir_all(&work)?;
+    let pg_url = backends
+        .var("MARKETPLACE_TEST_POSTGRES_URL")
+        .context("PostgreSQL did not start")?
+        .to_owned();
+    let es_url = backends
+        .var("MARKETPLACE_TEST_ELASTICSEARCH_URL")
+        .context("Elasticsearch did not start")?
+        .to_owned();
+
+    for database in ["bench_account", "bench_order"] {
+        psql(tools, &pg_url, &format!("CREATE DATABASE {database}"))?;
+    }
+    let real = Stores {
+        account: database_url(&pg_url, "bench_account")?,
+        catalog: es_url,
+        order: database_url(&pg_url, "bench_order")?,
+    };
+    let embedded_dir = work.join("embedded");
+    std::fs::create_dir_all(&embedded_dir)?;
+    let embedded = Stores {
+        account: format!("sqlite://{}", embedded_dir.join("account.db").display()),
+        catalog: format!("tantivy://{}", embedded_dir.join("catalog").display()),
+        order: format!("sqlite://{}", embedded_dir.join("order.db").display()),
+    };
+
+    let real_summary = run_services(&marketplace, &driver, "real", &real, &work, args)?;
+    let embedded_summary = run_services(&marketplace, &driver, "embedded", &embedded, &work, args)?;
+
+    let script = work.join("create-order.sql");
+    std::fs::write(&script, pgbench_script(args.lines))?;
+    println!(
+        "==> pgbench: CreateOrder's transaction straight against PostgreSQL, concurrency {}, {} s",
+        args.concurrency, args.seconds
+    );
+    let mut pgbench = Command::new(tools.postgres.join("pgbench"));
+    pgbench
+        .args(["--no-vacuum", "--protocol=prepared"])
+        .arg(format!("--client={}", args.concurrency))
+        .arg("--jobs=2")
+        .arg(format!("--time={}", args.seconds))
+        .arg("--file")
+        .arg(&script)
+        .arg(&real.order);
+    let output = process::output(&mut pgbench).context("running pgbench")?;
+    let ceiling =
+        pgbench_tps(&output).with_context(|| format!("no tps in pgbench's output:\n{output}"))?;
+
+    let ours = throughput(&real_summary, "CreateOrder")?;
+    println!();
+    println!(
+        "==> summary (concurrency {}, {} lines per order)",
+        args.concurrency, args.lines
+    );
+    for (label, summary) in [("real", &real_summary), ("embedded", &embedded_summary)] {
+        for operation in ["CreateOrder", "SearchProducts"] {
+            let entry = operation_entry(summary, operation)?;
+            println!(
+                "    {label:<9} {operation:<15} {:>9.1} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
+                entry["throughput"].as_f64().unwrap_or_default(),
+                entry["p50_ms"].as_f64().unwrap_or_default(),
+                entry["p99_ms"].as_f64().unwrap_or_default(),
+            );
+        }
+    }
+    println!("    pgbench   CreateOrder SQL {ceiling:>9.1} tx/s");
+    println!(
+        "    CreateOrder on real backends reaches {:.2} of the pgbench ceiling (target: at least 0.5)",
+        ours / ceiling
+    );
+    backends.shutdown()
+}
+
+struct Stores {
+    account: String,
+    catalog: String,
+    order: String,
+}
+
+fn run_services(
+    marketplace: &Path,
+    driver: &Path,
+    label: &str,
+    stores: &Stores,
+    work: &Path,
+    args: &BenchArgs,
+) -> Result<serde_json::Value> {
+    println!("==> {label} backends: starting account, catalog and order");
+    let [account_port, catalog_port, order_port] = process::free_ports::<3>()?;
+    let listen = |port: u16| format!("127.0.0.1:{port}");
+    let url = |port: u16| format!("http://127.0.0.1:{port}");
+    let spawn = |target: &str, env: &[(&str, String)]| -> Result<Supervised> {
+        let mut command = Command::new(marketplace);
+        command
+            .args(["serve", "--target", target])
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        Supervised::spawn(
+            &format!("marketplace {target}"),
+            command,
+            &work.join(format!("{label}-{target}.log")),
+            libc::SIGTERM,
+            Duration::from_secs(10),
+        )
+    };
+    let mut services = vec![
+        spawn(
+            "account",
+            &[
+                (env::ACCOUNT_LISTEN_ADDR, listen(account_port)),
+                (env::ACCOUNT_DATABASE_URL, stores.account.clone()),
+            ],
+        )?,
+        spawn(
+            "catalog",
+            &[
+                (env::CATALOG_LISTEN_ADDR, listen(catalog_port)),
+                (env::CATALOG_SEARCH_URL, stores.catalog.clone()),
+                (env::CATALOG_INDEX_NAME, "bench-products".to_owned()),
+            ],
+        )?,
+        spawn(
+            "order",
+            &[
+                (env::ORDER_LISTEN_ADDR, listen(order_port)),
+                (env::ORDER_DATABASE_URL, stores.order.clone()),
+                (env::ORDER_ACCOUNT_URL, url(account_port)),
+                (env::ORDER_CATALOG_URL, url(catalog_port)),
+            ],
+        )?,
+    ];
+    let summary_path = work.join(format!("{label}.json"));
+    let mut command = Command::new(driver);
+    command
+        .arg("services")
+        .args(["--account-url", &url(account_port)])
+        .args(["--catalog-url", &url(catalog_port)])
+        .args(["--order-url", &url(order_port)])
+        .args(["--label", label])
+        .arg(format!("--concurrency={}", args.concurrency))
+        .arg(format!("--duration={}s", args.seconds))
+        .arg(format!("--lines={}", args.lines))
+        .arg("--summary")
+        .arg(&summary_path);
+    let status = process::run_foreground(command, &format!("marketplace-bench ({label})"));
+    let mut stop_errors = Vec::new();
+    for service in &mut services {
+        if let Some(exit) = service.exited() {
+            stop_errors.push(format!(
+                "a service exited early ({exit}); see {}",
+                work.display()
+            ));
+        }
+        if let Err(e) = service.stop() {
+            stop_errors.push(format!("{e:#}"));
+        }
+    }
+    let status = status?;
+    if !status.success() {
+        bail!(
+            "the {label} benchmark failed ({status}); service logs are in {}",
+            work.display()
+        );
+    }
+    if !stop_errors.is_empty() {
+        bail!("{}", stop_errors.join("\n"));
+    }
+    let text = std::fs::read_to_string(&summary_path)
+        .with_context(|| format!("reading {}", summary_path.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn psql(tools: &Tools, url: &str, sql: &str) -> Result<()> {
+    let mut command = Command::new(tools.postgres.join("psql"));
+    command.args([
+        "--no-psqlrc",
+        "--quiet",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "--dbname",
+        url,
+        "-c",
+        sql,
+    ]);
+    process::output(&mut command).with_context(|| format!("psql: {sql}"))?;
+    Ok(())
+}
+
+fn database_url(server_url: &str, database: &str) -> Result<String> {
+    let (server, _) = server_url
+        .rsplit_once('/')
+        .with_context(|| format!("{server_url} has no database path"))?;
+    Ok(format!("{server}/{database}"))
+}
+
+fn target_dir() -> Result<PathBuf> {
+    let mut command = crate::cargo(&["metadata", "--no-deps", "--format-version", "1"]);
+    let text = process::output(&mut command)?;
+    let metadata: serde_json::Value = serde_json::from_str(&text)?;
+    metadata["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("cargo metadata names no target directory")
+}
+
+fn pgbench_tps(output: &str) -> Option<f64> {
+    output
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|number| number.parse().ok())
+}
+
+fn operation_entry<'a>(
+    summary: &'a serde_json::Value,
+    operation: &str,
+) -> Result<&'a serde_json::Value> {
+    summary["operations"]
+        .as_array()
+        .and_then(|ops| ops.iter().find(|o| o["operation"] == operation))
+        .with_context(|| format!("no {operation} in the benchmark summary"))
+}
+
+fn throughput(summary: &serde_json::Value, operation: &str) -> Result<f64> {
+    operation_entry(summary, operation)?["throughput"]
+        .as_f64()
+        .context("throughput is not a number")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgbench_throughput_is_read_from_its_report() {
+        let report = "number of failed transactions: 0 (0.000%)\n\
+                      latency average = 4.2 ms\n\
+                      initial connection time = 10.1 ms\n\
+                      tps = 7612.345678 (without initial connection time)\n";
+        assert_eq!(pgbench_tps(report), Some(7612.345678));
+        assert_eq!(pgbench_tps("no numbers here"), None);
+    }
+
+    #[test]
+    fn the_replayed_transaction_writes_as_many_lines_as_asked() {
+        let script = pgbench_script(3);
+        assert!(
+            script.contains("ARRAY['product0', 'product1', 'product2']"),
+            "{script}"
+        );
+        assert!(script.starts_with("\\set n random"));
+        assert!(script.trim_end().ends_with("COMMIT;"));
+    }
+
+    #[test]
+    fn database_urls_keep_the_server_and_change_the_database() {
+        assert_eq!(
+            database_url("postgres://postgres@127.0.0.1:5000/postgres", "bench").unwrap(),
+            "postgres://postgres@127.0.0.1:5000/bench"
+        );
+    }
+}
