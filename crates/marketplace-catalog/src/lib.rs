@@ -1,1 +1,14 @@
 //! The catalog service: products and full-text search over gRPC.
+//!
+//! Products live in Elasticsearch 7 (`http://`/`https://` search URL) or in
+//! an embedded tantivy index (`tantivy://PATH`), behind
+//! [`storage::ProductStore`]; [`grpc::CatalogGrpc`] serves
+//! `marketplace.catalog.v1.CatalogService` over any store, and
+//! [`Application`] wires it up from a [`marketplace_config::CatalogConfig`].
+
+pub mod domain;
+pub mod grpc;
+pub mod startup;
+pub mod storage;
+
+pub use crate::startup::Application;

@@ -1,0 +1,57 @@
+//! Connecting to the store, binding the listener and serving.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use marketplace_config::CatalogConfig;
+use marketplace_config::env::CATALOG_SEARCH_URL;
+use marketplace_grpc::Listener;
+use marketplace_proto::catalog::v1::catalog_service_server::{CatalogServiceServer, SERVICE_NAME};
+use tonic::service::Routes;
+
+use crate::grpc::CatalogGrpc;
+use crate::storage::Products;
+
+/// The catalog service, connected and bound, not yet serving.
+#[derive(Debug)]
+pub struct Application {
+    listener: Listener,
+    products: Products,
+}
+
+impl Application {
+    /// Connects to the store (creating the index if needed) and binds the
+    /// listener.
+    pub async fn build(config: CatalogConfig) -> anyhow::Result<Self> {
+        let url = config.search_url.with_context(|| {
+            format!(
+                "{CATALOG_SEARCH_URL} is not set: give an Elasticsearch 7 URL \
+                 (http://host:9200) or tantivy://PATH for an embedded index"
+            )
+        })?;
+        let products = Products::connect(&url, &config.index_name)
+            .await
+            .with_context(|| format!("connecting to the product store ({url:?})"))?;
+        let listener = Listener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("binding {}", config.listen_addr))?;
+        Ok(Self { listener, products })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then lets calls in flight finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let routes = Routes::new(CatalogServiceServer::new(CatalogGrpc::new(self.products)));
+        self.listener
+            .serve(SERVICE_NAME, routes, shutdown)
+            .await
+            .context("serving gRPC")
+    }
+}

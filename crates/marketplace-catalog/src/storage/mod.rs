@@ -1,0 +1,165 @@
+//! Where products are kept and searched: Elasticsearch 7, or an embedded
+//! tantivy index in a directory, behind one trait.
+
+mod elasticsearch;
+mod tantivy;
+
+use std::future::Future;
+
+use marketplace_config::SecretUrl;
+use marketplace_config::env::CATALOG_SEARCH_URL;
+use marketplace_domain::Id;
+
+pub use self::elasticsearch::ElasticsearchProducts;
+pub use self::tantivy::TantivyProducts;
+use crate::domain::{Product, ResultWindow, SearchText};
+
+/// The operations the catalog needs from its store.
+pub trait ProductStore: Send + Sync + 'static {
+    /// Stores a new product; it is visible to `get` and `search` as soon as
+    /// this returns.
+    fn create(&self, product: &Product) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    fn get(&self, id: &Id) -> impl Future<Output = Result<Option<Product>, StorageError>> + Send;
+
+    /// The products with these ids, in no particular order: each at most
+    /// once, unknown ids left out.
+    fn get_many(
+        &self,
+        ids: &[Id],
+    ) -> impl Future<Output = Result<Vec<Product>, StorageError>> + Send;
+
+    /// Newest first (`created_at` descending, then `id` descending).
+    fn list(
+        &self,
+        window: ResultWindow,
+    ) -> impl Future<Output = Result<Vec<Product>, StorageError>> + Send;
+
+    /// Best match first over name (weighted double) and description; the
+    /// text is split into words, never parsed as query syntax. A blank text
+    /// answers like [`ProductStore::list`].
+    fn search(
+        &self,
+        text: &SearchText,
+        window: ResultWindow,
+    ) -> impl Future<Output = Result<Vec<Product>, StorageError>> + Send;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The search URL names no backend this service can use.
+    #[error("{0}")]
+    InvalidUrl(String),
+    /// The backend could not be reached or did not answer in time.
+    #[error("the product store is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// Anything else: a refused request, a malformed stored document, ...
+    #[error("the product store failed")]
+    Unexpected(#[source] anyhow::Error),
+}
+
+/// The store chosen by the search URL's scheme.
+#[derive(Debug, Clone)]
+pub enum Products {
+    Elasticsearch(ElasticsearchProducts),
+    Tantivy(TantivyProducts),
+}
+
+impl Products {
+    /// `http://` or `https://`: Elasticsearch 7, with the product index
+    /// `index_name` created when absent. `tantivy://PATH`: an embedded index
+    /// in directory `PATH`, created when absent.
+    pub async fn connect(url: &SecretUrl, index_name: &str) -> Result<Self, StorageError> {
+        match url.scheme() {
+            "http" | "https" => Ok(Self::Elasticsearch(
+                ElasticsearchProducts::connect(url, index_name).await?,
+            )),
+            "tantivy" => {
+                let path = url
+                    .expose()
+                    .strip_prefix("tantivy://")
+                    .filter(|path| !path.is_empty())
+                    .ok_or_else(|| {
+                        StorageError::InvalidUrl(format!(
+                            "{CATALOG_SEARCH_URL} must be tantivy://PATH with a directory path"
+                        ))
+                    })?;
+                Ok(Self::Tantivy(TantivyProducts::open(path).await?))
+            }
+            other => Err(StorageError::InvalidUrl(format!(
+                "{CATALOG_SEARCH_URL} has the unsupported scheme {other:?}: use http:// or https:// \
+                 for Elasticsearch 7, or tantivy://PATH for an embedded index"
+            ))),
+        }
+    }
+}
+
+impl ProductStore for Products {
+    async fn create(&self, product: &Product) -> Result<(), StorageError> {
+        match self {
+            Self::Elasticsearch(store) => store.create(product).await,
+            Self::Tantivy(store) => store.create(product).await,
+        }
+    }
+
+    async fn get(&self, id: &Id) -> Result<Option<Product>, StorageError> {
+        match self {
+            Self::Elasticsearch(store) => store.get(id).await,
+            Self::Tantivy(store) => store.get(id).await,
+        }
+    }
+
+    async fn get_many(&self, ids: &[Id]) -> Result<Vec<Product>, StorageError> {
+        match self {
+            Self::Elasticsearch(store) => store.get_many(ids).await,
+            Self::Tantivy(store) => store.get_many(ids).await,
+        }
+    }
+
+    async fn list(&self, window: ResultWindow) -> Result<Vec<Product>, StorageError> {
+        match self {
+            Self::Elasticsearch(store) => store.list(window).await,
+            Self::Tantivy(store) => store.list(window).await,
+        }
+    }
+
+    async fn search(
+        &self,
+        text: &SearchText,
+        window: ResultWindow,
+    ) -> Result<Vec<Product>, StorageError> {
+        match self {
+            Self::Elasticsearch(store) => store.search(text, window).await,
+            Self::Tantivy(store) => store.search(text, window).await,
+        }
+    }
+}
+
+/// `ids` without repeats, in their first order.
+fn distinct(ids: &[Id]) -> Vec<&Id> {
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    ids.iter().filter(|id| seen.insert(*id)).collect()
+}
+
+/// A product from stored fields, which are checked again: a document
+/// written by something else must not become an invalid `Product`.
+fn product_from_fields(
+    id: &str,
+    name: &str,
+    description: &str,
+    price_minor_units: i64,
+    created_at: chrono::DateTime<chrono::Utc>,
+) -> Result<Product, StorageError> {
+    use marketplace_domain::{Money, Text, TextRule};
+    let stored = |error: &dyn std::fmt::Display| {
+        StorageError::Unexpected(anyhow::anyhow!("stored product {id:?} is invalid: {error}"))
+    };
+    Ok(Product {
+        id: Id::parse(id).map_err(|e| stored(&e))?,
+        name: Text::parse(name, TextRule::PRODUCT_NAME).map_err(|e| stored(&e))?,
+        description: Text::parse(description, TextRule::PRODUCT_DESCRIPTION)
+            .map_err(|e| stored(&e))?,
+        price: Money::from_minor_units(price_minor_units).map_err(|e| stored(&e))?,
+        created_at,
+    })
+}
