@@ -1,0 +1,61 @@
+//! The running service: the store, the bound listener, and serving.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use marketplace_config::AccountConfig;
+use marketplace_config::env::ACCOUNT_DATABASE_URL;
+use marketplace_grpc::Listener;
+use marketplace_proto::account::v1::account_service_server::{AccountServiceServer, SERVICE_NAME};
+use tonic::service::Routes;
+
+use crate::grpc::AccountGrpc;
+use crate::storage::Accounts;
+
+/// The account service, connected and bound but not yet serving.
+#[derive(Debug)]
+pub struct Application {
+    store: Accounts,
+    listener: Listener,
+}
+
+impl Application {
+    /// Connects to the store (creating schema/index if needed) and binds the listener.
+    pub async fn build(config: AccountConfig) -> anyhow::Result<Self> {
+        let url = config.database_url.with_context(|| {
+            format!(
+                "{ACCOUNT_DATABASE_URL} is not set: give the account database as a \
+                 postgres:// URL or as sqlite://PATH"
+            )
+        })?;
+        let store = Accounts::connect(&url, config.database_pool_size)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the account database ({}) named by {ACCOUNT_DATABASE_URL}",
+                    url.scheme()
+                )
+            })?;
+        let listener = Listener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+        Ok(Self { store, listener })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then finishes the calls in flight.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let routes = Routes::new(AccountServiceServer::new(AccountGrpc::new(self.store)));
+        self.listener
+            .serve(SERVICE_NAME, routes, shutdown)
+            .await
+            .context("the account service's gRPC server failed")
+    }
+}

@@ -1,0 +1,211 @@
+//! Where accounts are kept: the [`AccountStore`] trait and its two
+//! implementations, [`PostgresAccounts`] and [`SqliteAccounts`], plus
+//! [`Accounts`], which picks one by the URL's scheme.
+//!
+//! Every value reaches SQL as a bound parameter, never as text formatted
+//! into a statement.
+
+mod postgres;
+mod sqlite;
+
+use std::error::Error;
+use std::future::Future;
+use std::time::Duration;
+
+use marketplace_config::SecretUrl;
+use marketplace_config::env::{ACCOUNT_DATABASE_POOL_SIZE, ACCOUNT_DATABASE_URL};
+use marketplace_domain::{Id, Page, Text, TextRule};
+
+use crate::domain::Account;
+
+pub use self::postgres::PostgresAccounts;
+pub use self::sqlite::SqliteAccounts;
+
+/// Longest wait for a pooled connection. Shorter than the callers' default
+/// deadline (5 s), so a down database is answered with `UNAVAILABLE` rather
+/// than the caller's own `DEADLINE_EXCEEDED`.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Storage of accounts.
+pub trait AccountStore: Send + Sync + 'static {
+    /// Stores a new account exactly as given.
+    fn create(&self, account: &Account) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// The account with this id, if there is one.
+    fn get(&self, id: &Id) -> impl Future<Output = Result<Option<Account>, StorageError>> + Send;
+
+    /// The accounts among `ids` that exist, each once, oldest first.
+    fn get_many(
+        &self,
+        ids: &[Id],
+    ) -> impl Future<Output = Result<Vec<Account>, StorageError>> + Send;
+
+    /// One page of all accounts, oldest first (ties broken by id).
+    fn list(&self, page: Page) -> impl Future<Output = Result<Vec<Account>, StorageError>> + Send;
+}
+
+/// Why storage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The URL or settings cannot work; the message says what to change.
+    #[error("{0}")]
+    Configuration(String),
+    /// The database cannot be reached right now (connection refused or
+    /// lost, pool exhausted, server shutting down or busy).
+    #[error("the account database is unavailable")]
+    Unavailable(#[source] BoxError),
+    /// Anything else: a bug, a schema mismatch, corrupt data.
+    #[error("the account database failed")]
+    Unexpected(#[source] BoxError),
+}
+
+type BoxError = Box<dyn Error + Send + Sync + 'static>;
+
+impl From<sqlx::Error> for StorageError {
+    fn from(error: sqlx::Error) -> Self {
+        if is_unavailable(&error) {
+            Self::Unavailable(error.into())
+        } else {
+            Self::Unexpected(error.into())
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StorageError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        use sqlx::migrate::MigrateError;
+        let unavailable = match &error {
+            MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => is_unavailable(e),
+            _ => false,
+        };
+        if unavailable {
+            Self::Unavailable(error.into())
+        } else {
+            Self::Unexpected(error.into())
+        }
+    }
+}
+
+fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => {
+            if let Some(pg) = database.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                postgres::means_unavailable(pg.code())
+            } else if let Some(code) = database.code() {
+                sqlite::means_unavailable(&code)
+            } else {
+                false
+            }
+        }
+        _ => false,
+    }
+}
+
+/// A stored row that is not a valid account: found only if something other
+/// than this service wrote to the table.
+#[derive(Debug, thiserror::Error)]
+#[error("the stored account {id:?} is invalid: {reason}")]
+struct InvalidRow {
+    id: String,
+    reason: String,
+}
+
+/// Turns stored columns back into an [`Account`].
+fn account_from_row(
+    id: String,
+    name: String,
+    created_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Account, StorageError> {
+    let invalid = |reason: String| {
+        StorageError::Unexpected(
+            InvalidRow {
+                id: id.clone(),
+                reason,
+            }
+            .into(),
+        )
+    };
+    let parsed_id = Id::parse(&id).map_err(|e| invalid(e.to_string()))?;
+    let name = Text::parse(&name, TextRule::ACCOUNT_NAME).map_err(|e| invalid(e.to_string()))?;
+    let created_at = created_at.ok_or_else(|| invalid("created_at is out of range".to_owned()))?;
+    Ok(Account {
+        id: parsed_id,
+        name,
+        created_at,
+    })
+}
+
+/// The ids to look up, each once (duplicates would only lengthen the query).
+fn distinct(ids: &[Id]) -> Vec<&str> {
+    let mut distinct: Vec<&str> = ids.iter().map(Id::as_str).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    distinct
+}
+
+/// The store named by `MARKETPLACE_ACCOUNT_DATABASE_URL`.
+#[derive(Debug, Clone)]
+pub enum Accounts {
+    Postgres(PostgresAccounts),
+    Sqlite(SqliteAccounts),
+}
+
+impl Accounts {
+    /// Connects to the database `url` names (`postgres://` or
+    /// `postgresql://` for PostgreSQL, `sqlite://PATH` for a SQLite file,
+    /// created if missing), with at most `pool_size` connections, and brings
+    /// its schema up to date. Safe when several replicas start at once: the
+    /// PostgreSQL migrator holds an advisory lock while it migrates.
+    pub async fn connect(url: &SecretUrl, pool_size: u32) -> Result<Self, StorageError> {
+        if pool_size == 0 {
+            return Err(StorageError::Configuration(format!(
+                "{ACCOUNT_DATABASE_POOL_SIZE} must be at least 1"
+            )));
+        }
+        match url.scheme() {
+            "postgres" | "postgresql" => Ok(Self::Postgres(
+                PostgresAccounts::connect(url, pool_size).await?,
+            )),
+            "sqlite" => Ok(Self::Sqlite(SqliteAccounts::connect(url, pool_size).await?)),
+            other => Err(StorageError::Configuration(format!(
+                "{ACCOUNT_DATABASE_URL} has the scheme {other:?}; accepted are postgres://, \
+                 postgresql:// (PostgreSQL) and sqlite://PATH (an embedded SQLite file)"
+            ))),
+        }
+    }
+}
+
+impl AccountStore for Accounts {
+    async fn create(&self, account: &Account) -> Result<(), StorageError> {
+        match self {
+            Self::Postgres(store) => store.create(account).await,
+            Self::Sqlite(store) => store.create(account).await,
+        }
+    }
+
+    async fn get(&self, id: &Id) -> Result<Option<Account>, StorageError> {
+        match self {
+            Self::Postgres(store) => store.get(id).await,
+            Self::Sqlite(store) => store.get(id).await,
+        }
+    }
+
+    async fn get_many(&self, ids: &[Id]) -> Result<Vec<Account>, StorageError> {
+        match self {
+            Self::Postgres(store) => store.get_many(ids).await,
+            Self::Sqlite(store) => store.get_many(ids).await,
+        }
+    }
+
+    async fn list(&self, page: Page) -> Result<Vec<Account>, StorageError> {
+        match self {
+            Self::Postgres(store) => store.list(page).await,
+            Self::Sqlite(store) => store.list(page).await,
+        }
+    }
+}
