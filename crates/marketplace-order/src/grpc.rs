@@ -20,10 +20,7 @@ use crate::downstream::{Downstream, DownstreamError, GrpcDownstream};
 use crate::service::{OrderService, ServiceError};
 use crate::storage::{OrderStore, StorageError};
 
-pub use marketplace_proto::order::v1::order_service_server::OrderServiceServer;
-
-/// The fully qualified service name, for health checks.
-pub const SERVICE_NAME: &str = "marketplace.order.v1.OrderService";
+pub use marketplace_proto::order::v1::order_service_server::{OrderServiceServer, SERVICE_NAME};
 
 /// Most accounts one `ListOrdersForAccounts` call may ask about.
 pub const MAX_ACCOUNTS_PER_LIST: usize = 1000;

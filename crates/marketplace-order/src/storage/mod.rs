@@ -93,6 +93,11 @@ fn is_connection_failure(code: Option<&str>) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error(
+        "{} must be at least 1",
+        marketplace_config::env::ORDER_DATABASE_POOL_SIZE
+    )]
+    NoConnections,
+    #[error(
         "unsupported order database URL scheme {0:?}: use postgres://USER:PASSWORD@HOST/DATABASE or sqlite://PATH"
     )]
     UnsupportedScheme(String),
@@ -114,6 +119,9 @@ impl Orders {
     /// Connects and brings the schema up to date; safe to run from several
     /// replicas at once.
     pub async fn connect(url: &SecretUrl, pool_size: u32) -> Result<Self, ConnectError> {
+        if pool_size == 0 {
+            return Err(ConnectError::NoConnections);
+        }
         match url.scheme() {
             "postgres" | "postgresql" => Ok(Self::Postgres(
                 PostgresOrders::connect(url.expose(), pool_size).await?,
