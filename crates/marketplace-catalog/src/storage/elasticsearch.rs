@@ -55,10 +55,17 @@ impl ElasticsearchProducts {
 /// The product mapping: the seed's fields, plus the exact price.
 ///
 /// Money stays exact: `price_minor_units` (a `long`) holds the amount that
-/// is read back, and `price`, the seed's field for range queries and
-/// sorting, is a `scaled_float` with a scaling factor of 100, which Lucene
-/// stores as a whole number of cents, so it too is exact to the cent (a
-/// `float` would turn 0.10 into 0.100000001490116).
+/// is read back. `price`, the seed's field in major units for range queries
+/// and sorting, is a `double`: every amount up to the 100-billion maximum is
+/// a distinct double that reads back as the same cents (a `float` would
+/// store 19.99 as 19.9899997711). A `scaled_float` with a scaling factor of
+/// 100 would store whole cents, but it lives in the `mapper-extras` module,
+/// which minimal Elasticsearch distributions (the integration-test one the
+/// tests run) do not have.
+///
+/// `created_at` is a `date_nanos`, not a millisecond `date`: products
+/// created within one millisecond still list newest first, exactly as the
+/// embedded backend orders them by microsecond.
 fn product_mapping() -> Value {
     json!({
         "mappings": {
@@ -66,9 +73,9 @@ fn product_mapping() -> Value {
                 "id": { "type": "keyword" },
                 "name": { "type": "text" },
                 "description": { "type": "text" },
-                "price": { "type": "scaled_float", "scaling_factor": 100 },
+                "price": { "type": "double" },
                 "price_minor_units": { "type": "long" },
-                "created_at": { "type": "date" }
+                "created_at": { "type": "date_nanos" }
             }
         }
     })
