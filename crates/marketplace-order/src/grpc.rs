@@ -266,3 +266,117 @@ impl<S: OrderStore, D: Downstream> proto::order_service_server::OrderService for
         Ok(Response::new(Box::pin(stream)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::HashMap;
+
+    use futures::StreamExt;
+    use tokio::sync::broadcast;
+    use tonic::Code;
+
+    use super::*;
+    use crate::domain;
+    use crate::downstream::Service;
+    use crate::service::ServiceError;
+
+    /// A store that only announces what the test sends.
+    struct Announcer(broadcast::Sender<Arc<Order>>);
+
+    impl OrderStore for Announcer {
+        async fn create(&self, _: &Order) -> Result<(), StorageError> {
+            Ok(())
+        }
+
+        async fn get(&self, _: &Id) -> Result<Option<Order>, StorageError> {
+            Ok(None)
+        }
+
+        async fn list_for_accounts(&self, _: &[Id]) -> Result<Vec<Order>, StorageError> {
+            Ok(Vec::new())
+        }
+
+        fn subscribe(&self) -> broadcast::Receiver<Arc<Order>> {
+            self.0.subscribe()
+        }
+    }
+
+    struct NoDownstream;
+
+    impl Downstream for NoDownstream {
+        async fn account_exists(&self, _: &Id) -> Result<bool, DownstreamError> {
+            Ok(false)
+        }
+
+        async fn prices(&self, _: &[Id]) -> Result<HashMap<Id, Money>, DownstreamError> {
+            Ok(HashMap::new())
+        }
+    }
+
+    fn order(account_id: &Id) -> Arc<Order> {
+        Arc::new(Order {
+            id: Id::generate(),
+            account_id: account_id.clone(),
+            created_at: domain::now(),
+            total_price: Money::ZERO,
+            lines: Vec::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_falls_behind_is_ended_with_resource_exhausted_instead_of_a_gap() {
+        let (sender, _) = broadcast::channel(2);
+        let grpc = OrderGrpc::new(Announcer(sender.clone()), NoDownstream);
+        let account = Id::generate();
+        let response = proto::order_service_server::OrderService::watch_account_orders(
+            &grpc,
+            Request::new(proto::WatchAccountOrdersRequest {
+                account_id: account.to_string(),
+            }),
+        )
+        .await
+        .unwrap();
+
+        for _ in 0..3 {
+            sender.send(order(&account)).unwrap();
+        }
+        let mut stream = response.into_inner();
+
+        let ended = stream.next().await.unwrap().unwrap_err();
+        assert_eq!(ended.code(), Code::ResourceExhausted);
+        assert!(
+            ended.message().contains("ListOrdersForAccounts"),
+            "{ended:?}"
+        );
+        assert!(stream.next().await.is_none());
+    }
+
+    #[test]
+    fn downstream_failures_become_unavailable_or_an_opaque_internal() {
+        let down = Status::from(ServiceError::Downstream(DownstreamError::Unavailable {
+            service: Service::Account,
+            status: Status::unavailable("tcp connect error: Connection refused"),
+        }));
+        let broken = Status::from(ServiceError::Downstream(DownstreamError::Unexpected {
+            service: Service::Catalog,
+            status: Status::internal("index corrupted at segment 7"),
+        }));
+
+        assert_eq!(down.code(), Code::Unavailable);
+        assert_eq!(
+            down.message(),
+            "the account service is unavailable; try again later"
+        );
+        assert_eq!(broken.code(), Code::Internal);
+        assert!(!broken.message().contains("segment"), "{broken:?}");
+    }
+
+    #[test]
+    fn an_overflowing_total_is_an_invalid_argument() {
+        let status = Status::from(ServiceError::Pricing(PricingError::TotalTooLarge));
+
+        assert_eq!(status.code(), Code::InvalidArgument);
+    }
+}

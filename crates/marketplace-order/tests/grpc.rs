@@ -431,6 +431,24 @@ async fn a_catalog_that_never_answers_makes_the_order_unavailable_at_the_deadlin
 }
 
 #[tokio::test]
+async fn an_order_whose_total_exceeds_the_largest_amount_is_refused() {
+    let (mut world, account, _, _) = counted_world().await;
+    let priciest = world.downstreams.product(10_000_000_000_000).await;
+
+    let status = world
+        .orders
+        .create_order(order_request(&account, &[(&priciest, 2)]))
+        .await
+        .unwrap_err();
+
+    assert_status(
+        &status,
+        Code::InvalidArgument,
+        &["exceed the maximum amount of 100000000000.00"],
+    );
+}
+
+#[tokio::test]
 async fn a_malformed_order_id_is_refused_and_an_unknown_one_is_not_found() {
     let (mut world, _, _, _) = counted_world().await;
     let unknown = marketplace_domain::Id::generate().to_string();

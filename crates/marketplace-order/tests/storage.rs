@@ -4,12 +4,14 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use marketplace_domain::{Id, Money};
 use marketplace_order::domain::{self, Order, OrderLine, Quantity};
 use marketplace_order::storage::{OrderStore, Orders, StorageError};
+use tokio::sync::Mutex;
 
 use crate::support::OrderDatabase;
 
@@ -213,6 +215,44 @@ async fn an_order_created_through_one_postgresql_replica_is_announced_by_another
         .expect("the other replica announces the order within 10 s")
         .unwrap();
     assert_eq!(*announced, placed);
+}
+
+#[tokio::test]
+async fn announcements_resume_after_the_postgresql_listener_connection_is_killed() {
+    let Some(database) = OrderDatabase::postgres().await else {
+        return;
+    };
+    let TestDatabaseRef(db) = TestDatabaseRef::of(&database);
+    let store = connect(&database).await;
+    let announcements = Arc::new(Mutex::new(store.subscribe()));
+    let admin = db.pool().await;
+
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert_eq!(killed, [true], "the one listening connection was killed");
+
+    // Orders placed while the listener reconnects are not announced, so
+    // keep placing until one is.
+    marketplace_testkit::eventually(
+        "an order announced after the listener reconnected",
+        Duration::from_secs(20),
+        || {
+            let (store, announcements) = (store.clone(), Arc::clone(&announcements));
+            async move {
+                let placed = order(&Id::generate(), domain::now(), vec![line(1, 5)]);
+                store.create(&placed).await.unwrap();
+                let mut announcements = announcements.lock().await;
+                let next = tokio::time::timeout(Duration::from_millis(500), announcements.recv());
+                matches!(next.await, Ok(Ok(_))).then_some(())
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
