@@ -32,6 +32,13 @@ enum Cli {
     /// CreateOrder and product search against the account, catalog and
     /// order services.
     Services(ServicesArgs),
+    /// Print a pgbench script that runs CreateOrder's SQL transaction, built
+    /// from the very statements the order service sends.
+    PgbenchScript {
+        /// Lines per order.
+        #[arg(long, default_value_t = 3)]
+        lines: usize,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,8 +77,61 @@ struct ServicesArgs {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let Cli::Services(args) = Cli::parse();
-    services(args).await
+    match Cli::parse() {
+        Cli::Services(args) => services(args).await,
+        Cli::PgbenchScript { lines } => {
+            print!("{}", pgbench_script(lines));
+            Ok(())
+        }
+    }
+}
+
+/// CreateOrder's transaction on PostgreSQL as a pgbench script: the order
+/// service's own statements, with each bound parameter replaced by a value
+/// of the same type (a fresh order id per transaction from pgbench's
+/// variables; `lines` products, quantities and prices).
+fn pgbench_script(lines: usize) -> String {
+    use marketplace_order::storage::postgres_sql as sql;
+
+    let order_id = "('pgbench-' || :client_id || '-' || :n)";
+    let quoted = |values: Vec<String>| values.join(", ");
+    let products = quoted((0..lines).map(|i| format!("'product-{i}'")).collect());
+    let quantities = quoted((0..lines).map(|i| (1 + i % 5).to_string()).collect());
+    let prices = quoted((0..lines).map(|i| (199 + 100 * i).to_string()).collect());
+    let statements = [
+        bind(
+            sql::INSERT_ORDER,
+            &[order_id, "'pgbench-account'", "12345", "now()"],
+        ),
+        bind(
+            sql::INSERT_ORDER_ITEMS,
+            &[
+                order_id,
+                &format!("ARRAY[{products}]"),
+                &format!("ARRAY[{quantities}]"),
+                &format!("ARRAY[{prices}]"),
+            ],
+        ),
+        bind(sql::NOTIFY_ORDER_CREATED, &[order_id]),
+    ];
+    let mut script = String::from("\\set n random(1, 9000000000000000000)\nBEGIN;\n");
+    for statement in statements {
+        script.push_str(&statement);
+        script.push_str(";\n");
+    }
+    script.push_str("COMMIT;\n");
+    script
+}
+
+/// Replaces `$1`, `$2`, ... with `values`, highest number first so that
+/// `$1` never matches the start of `$10`.
+fn bind(statement: &str, values: &[&str]) -> String {
+    let mut text = statement.to_owned();
+    for (index, value) in values.iter().enumerate().rev() {
+        text = text.replace(&format!("${}", index + 1), value);
+    }
+    // pgbench reads one statement per line.
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 const WORDS: &[&str] = &[
@@ -451,6 +511,29 @@ where
 fn new_histogram() -> Result<Histogram<u64>> {
     // One microsecond to one minute, three significant digits.
     Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pgbench_script_is_the_services_transaction_with_values_bound() {
+        let script = pgbench_script(3);
+        let lines: Vec<&str> = script.lines().collect();
+
+        assert_eq!(lines.len(), 6, "{script}");
+        assert_eq!(lines[1], "BEGIN;");
+        assert!(lines[2].starts_with("INSERT INTO orders"), "{}", lines[2]);
+        assert!(
+            lines[3].contains("ARRAY['product-0', 'product-1', 'product-2']::varchar[]"),
+            "{}",
+            lines[3]
+        );
+        assert!(lines[4].starts_with("SELECT pg_notify"), "{}", lines[4]);
+        assert_eq!(lines[5], "COMMIT;");
+        assert!(!script.contains('$'), "unbound parameter in {script}");
+    }
 }
 
 /// A small xorshift generator: load patterns need to vary, not to be secure.
