@@ -41,3 +41,19 @@ fn ci_runs_the_readme_test_command() {
         ".ci/run does not run `cargo xtask test`"
     );
 }
+
+#[test]
+fn the_readme_documents_every_service_setting() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
+
+    let missing: Vec<&str> = marketplace_config::env::ALL
+        .iter()
+        .copied()
+        .filter(|name| !readme.contains(&format!("| `{name}` |")))
+        .collect();
+
+    assert!(
+        missing.is_empty(),
+        "README.md's settings table lacks {missing:?}"
+    );
+}

@@ -119,7 +119,11 @@ pub struct InvalidUrl(pub String);
 
 impl std::fmt::Display for InvalidUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?} is not a valid gRPC URL (expected http://host:port)", self.0)
+        write!(
+            f,
+            "{:?} is not a valid gRPC URL (expected http://host:port)",
+            self.0
+        )
     }
 }
 
@@ -201,12 +205,18 @@ mod tests {
 
     #[test]
     fn backend_text_goes_to_the_log_not_the_status() {
-        let error = Outer(io::Error::other("password authentication failed for user app"));
+        let error = Outer(io::Error::other(
+            "password authentication failed for user app",
+        ));
 
         let status = internal("storing the account", &error);
 
         assert_eq!(status.code(), tonic::Code::Internal);
-        assert!(!status.message().contains("password"), "{}", status.message());
+        assert!(
+            !status.message().contains("password"),
+            "{}",
+            status.message()
+        );
         assert_eq!(
             chain(&error),
             "outer: password authentication failed for user app"
