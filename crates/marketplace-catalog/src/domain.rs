@@ -35,7 +35,7 @@ impl Product {
 
 /// The current time truncated to whole microseconds, the precision both
 /// backends store.
-pub fn now() -> DateTime<Utc> {
+fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 

@@ -32,7 +32,12 @@ impl Application {
         })?;
         let products = Products::connect(&url, &config.index_name)
             .await
-            .with_context(|| format!("connecting to the product store ({url:?})"))?;
+            .with_context(|| {
+                format!(
+                    "connecting to the product store ({CATALOG_SEARCH_URL}, a {} URL)",
+                    url.scheme()
+                )
+            })?;
         let listener = Listener::bind(config.listen_addr)
             .await
             .with_context(|| format!("binding {}", config.listen_addr))?;
