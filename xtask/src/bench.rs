@@ -77,8 +77,25 @@ pub(crate) fn services(tools: &Tools, args: &BenchArgs) -> Result<()> {
         order: format!("sqlite://{}", embedded_dir.join("order.db").display()),
     };
 
-    let real_summary = run_services(&marketplace, &driver, "real", &real, &work, args)?;
-    let embedded_summary = run_services(&marketplace, &driver, "embedded", &embedded, &work, args)?;
+    let backend_pids = backends.pids();
+    let real_summary = run_services(
+        &marketplace,
+        &driver,
+        "real",
+        &real,
+        &work,
+        args,
+        &backend_pids,
+    )?;
+    let embedded_summary = run_services(
+        &marketplace,
+        &driver,
+        "embedded",
+        &embedded,
+        &work,
+        args,
+        &[],
+    )?;
 
     // The driver builds the script from the order service's own statements.
     let script = work.join("create-order.sql");
@@ -141,6 +158,7 @@ fn run_services(
     stores: &Stores,
     work: &Path,
     args: &BenchArgs,
+    backend_pids: &[(&str, u32)],
 ) -> Result<serde_json::Value> {
     println!("==> {label} backends: starting account, catalog and order");
     let [account_port, catalog_port, order_port] = process::free_ports::<3>()?;
@@ -199,6 +217,14 @@ fn run_services(
         .arg(format!("--lines={}", args.lines))
         .arg("--summary")
         .arg(&summary_path);
+    // The driver reports the CPU time each process spends per request.
+    let service_pids = ["account", "catalog", "order"]
+        .into_iter()
+        .zip(&services)
+        .filter_map(|(name, service)| Some((name, service.pid()?)));
+    for (name, pid) in service_pids.chain(backend_pids.iter().copied()) {
+        command.arg(format!("--watch={name}={pid}"));
+    }
     let status = process::run_foreground(command, &format!("marketplace-bench ({label})"));
     let mut stop_errors = Vec::new();
     for service in &mut services {

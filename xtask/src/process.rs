@@ -107,6 +107,11 @@ impl Supervised {
         })
     }
 
+    /// The process id, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `Some(status)` once the process has exited.
     pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
         self.child

@@ -70,9 +70,23 @@ struct ServicesArgs {
     /// Names the run in the output (`real`, `embedded`).
     #[arg(long)]
     label: String,
+    /// A process to report CPU time per request for, as NAME=PID (its child
+    /// processes count too, as PostgreSQL's backends do). Repeatable.
+    #[arg(long = "watch", value_parser = parse_watch)]
+    watch: Vec<(String, u32)>,
     /// Also write the results as JSON here.
     #[arg(long)]
     summary: Option<PathBuf>,
+}
+
+fn parse_watch(text: &str) -> Result<(String, u32), String> {
+    let (name, pid) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=PID"))?;
+    let pid = pid
+        .parse()
+        .map_err(|_| format!("{pid:?} is not a process id"))?;
+    Ok((name.to_owned(), pid))
 }
 
 #[tokio::main]
@@ -290,6 +304,21 @@ async fn services(args: ServicesArgs) -> Result<()> {
             println!("           {operation} errors by code: {:?}", stats.errors);
         }
     }
+    for (operation, stats) in results {
+        if stats.cpu_seconds.is_empty() {
+            continue;
+        }
+        let per_request: Vec<String> = stats
+            .cpu_seconds
+            .iter()
+            .map(|(name, seconds)| format!("{name} {:.3}", stats.per_request_ms(*seconds)))
+            .collect();
+        println!(
+            "           CPU ms per {operation}: {} (total {:.3})",
+            per_request.join(", "),
+            stats.per_request_ms(stats.cpu_seconds.values().sum())
+        );
+    }
     if let Some(path) = &args.summary {
         let json = serde_json::json!({
             "label": args.label,
@@ -303,6 +332,9 @@ async fn services(args: ServicesArgs) -> Result<()> {
                 "throughput": stats.throughput(),
                 "p50_ms": stats.percentile_ms(50.0),
                 "p99_ms": stats.percentile_ms(99.0),
+                "cpu_ms_per_request": stats.cpu_seconds.iter()
+                    .map(|(name, seconds)| (name.clone(), serde_json::json!(stats.per_request_ms(*seconds))))
+                    .collect::<serde_json::Map<_, _>>(),
             })).collect::<Vec<_>>(),
         });
         std::fs::write(path, serde_json::to_vec_pretty(&json)?)
@@ -426,6 +458,8 @@ struct Stats {
     errors: BTreeMap<String, u64>,
     elapsed: Duration,
     latency_us: Histogram<u64>,
+    /// CPU seconds each watched process used during the measured window.
+    cpu_seconds: BTreeMap<String, f64>,
 }
 
 impl Stats {
@@ -436,6 +470,11 @@ impl Stats {
     #[allow(clippy::cast_precision_loss)]
     fn throughput(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    fn per_request_ms(&self, cpu_seconds: f64) -> f64 {
+        cpu_seconds * 1000.0 / self.ok.max(1) as f64
     }
 
     #[allow(clippy::cast_precision_loss)]
@@ -454,6 +493,25 @@ where
     let template = new_histogram()?;
     let start = Instant::now() + args.warmup;
     let end = start + args.duration;
+    let cpu = {
+        let watch = args.watch.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(start.into()).await;
+            let before = cpu_ticks(&watch);
+            tokio::time::sleep_until(end.into()).await;
+            let after = cpu_ticks(&watch);
+            watch
+                .iter()
+                .map(|(name, _)| {
+                    let used = after.get(name).copied().unwrap_or(0)
+                        - before.get(name).copied().unwrap_or(0);
+                    #[allow(clippy::cast_precision_loss)]
+                    let seconds = used as f64 / CLOCK_TICKS_PER_SECOND;
+                    (name.clone(), seconds)
+                })
+                .collect::<BTreeMap<_, _>>()
+        })
+    };
     let workers: Vec<_> = (0..args.concurrency)
         .map(|worker| {
             let call = call.clone();
@@ -492,6 +550,7 @@ where
         errors: BTreeMap::new(),
         elapsed: args.duration,
         latency_us: template,
+        cpu_seconds: BTreeMap::new(),
     };
     for worker in workers {
         match worker.await {
@@ -505,7 +564,64 @@ where
             Err(_) => *stats.errors.entry("worker panicked".into()).or_default() += 1,
         }
     }
+    stats.cpu_seconds = cpu.await.unwrap_or_default();
     Ok(stats)
+}
+
+/// `/proc/<pid>/stat` counts CPU time in USER_HZ ticks, 100 per second on
+/// every Linux architecture this runs on.
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU ticks (user + system) used so far by each watched process together
+/// with its descendants.
+fn cpu_ticks(watch: &[(String, u32)]) -> BTreeMap<String, i64> {
+    // (pid, parent pid, ticks) of every process.
+    let mut processes = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // Fields after the command name, which may itself contain spaces.
+            let Some((_, rest)) = stat.rsplit_once(") ") else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let number = |i: usize| fields.get(i).and_then(|f| f.parse::<i64>().ok());
+            if let (Some(parent), Some(user), Some(system)) = (number(1), number(11), number(12)) {
+                processes.push((pid, u32::try_from(parent).unwrap_or(0), user + system));
+            }
+        }
+    }
+    watch
+        .iter()
+        .map(|(name, root)| {
+            let mut members = vec![*root];
+            let mut grew = true;
+            while grew {
+                grew = false;
+                for (pid, parent, _) in &processes {
+                    if members.contains(parent) && !members.contains(pid) {
+                        members.push(*pid);
+                        grew = true;
+                    }
+                }
+            }
+            let ticks = processes
+                .iter()
+                .filter(|(pid, _, _)| members.contains(pid))
+                .map(|(_, _, ticks)| ticks)
+                .sum();
+            (name.clone(), ticks)
+        })
+        .collect()
 }
 
 fn new_histogram() -> Result<Histogram<u64>> {

@@ -120,6 +120,10 @@ impl Elasticsearch {
         )
     }
 
+    pub(super) fn pid(&self) -> Option<u32> {
+        self.node.pid()
+    }
+
     pub(super) fn stop(&mut self) -> Result<()> {
         self.node.stop()?;
         // The launcher's short-lived JVMs leave an empty hsperfdata directory

@@ -137,6 +137,17 @@ impl Backends {
             .map(|(_, value)| value.as_str())
     }
 
+    /// The process ids of PostgreSQL's postmaster and of Elasticsearch, for
+    /// measuring what they use (with their child processes).
+    pub(crate) fn pids(&self) -> Vec<(&'static str, u32)> {
+        let postgres = self.postgres.as_ref().and_then(Postgres::pid);
+        let elasticsearch = self.elasticsearch.as_ref().and_then(Elasticsearch::pid);
+        [("postgres", postgres), ("elasticsearch", elasticsearch)]
+            .into_iter()
+            .filter_map(|(name, pid)| Some((name, pid?)))
+            .collect()
+    }
+
     /// The directory this run's backends keep their files in.
     pub(crate) fn run_dir(&self) -> &Path {
         &self.run_dir

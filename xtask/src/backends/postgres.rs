@@ -83,6 +83,10 @@ impl Postgres {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
+    pub(super) fn pid(&self) -> Option<u32> {
+        self.server.pid()
+    }
+
     pub(super) fn stop(&mut self) -> Result<()> {
         self.server.stop()
     }
