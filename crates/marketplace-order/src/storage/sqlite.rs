@@ -32,7 +32,12 @@ const SELECT_LINES_OF_ORDERS: &str = "SELECT order_id, product_id, quantity, pri
 /// Orders in a SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteOrders {
+    /// Reads run concurrently (WAL).
     pool: SqlitePool,
+    /// SQLite lets one writer in at a time; one connection for writes makes
+    /// them wait in the pool's fair queue instead of in SQLite's busy
+    /// handler, whose sleep-and-retry gave creates a long latency tail.
+    writer: SqlitePool,
     announcements: broadcast::Sender<Arc<Order>>,
 }
 
@@ -47,18 +52,24 @@ impl SqliteOrders {
             .foreign_keys(true)
             // Writers queue for the file's one write lock instead of failing.
             .busy_timeout(Duration::from_secs(5));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(ConnectError::Connect)?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&writer)
+            .await
+            .map_err(ConnectError::Migrate)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(pool_size.max(1))
             .connect_with(options)
             .await
             .map_err(ConnectError::Connect)?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(ConnectError::Migrate)?;
         let (announcements, _) = broadcast::channel(super::ANNOUNCEMENT_BUFFER);
         Ok(Self {
             pool,
+            writer,
             announcements,
         })
     }
@@ -107,7 +118,7 @@ fn order_row(
 
 impl OrderStore for SqliteOrders {
     async fn create(&self, order: &Order) -> Result<(), StorageError> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.writer.begin().await?;
         sqlx::query(INSERT_ORDER)
             .bind(order.id.as_str())
             .bind(order.account_id.as_str())
