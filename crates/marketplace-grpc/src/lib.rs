@@ -59,8 +59,8 @@ impl Listener {
             .set_service_status(service_name, ServingStatus::Serving)
             .await;
         health.set_service_status("", ServingStatus::Serving).await;
-        let reflection_v1 = reflection().build_v1();
-        let reflection_v1alpha = reflection().build_v1alpha();
+        let reflection_v1 = reflection(service_name).build_v1();
+        let reflection_v1alpha = reflection(service_name).build_v1alpha();
         let routes = match (reflection_v1, reflection_v1alpha) {
             (Ok(v1), Ok(v1alpha)) => routes.add_service(v1).add_service(v1alpha),
             (Err(error), _) | (_, Err(error)) => {
@@ -78,10 +78,14 @@ impl Listener {
     }
 }
 
-fn reflection() -> tonic_reflection::server::Builder<'static> {
+/// Reflection over the services this server really serves: the descriptor
+/// set holds every marketplace service, but each process serves one.
+fn reflection(service_name: &str) -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(marketplace_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(service_name)
+        .with_service_name("grpc.health.v1.Health")
 }
 
 /// How a client reaches a downstream service.
