@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Status;
 use tonic::service::Routes;
@@ -71,9 +72,17 @@ impl Listener {
             }
         };
         tracing::info!(address = %self.local_addr, service = service_name, "serving gRPC");
+        // Small responses go out at once instead of waiting for Nagle's
+        // algorithm to coalesce them with data that is not coming.
+        let incoming = TcpListenerStream::new(self.listener).map(|connection| {
+            connection.and_then(|stream| {
+                stream.set_nodelay(true)?;
+                Ok(stream)
+            })
+        });
         Server::builder()
             .add_routes(routes.add_service(health_service))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await
     }
 }
