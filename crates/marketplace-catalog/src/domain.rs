@@ -90,20 +90,31 @@ impl ResultWindow {
 
 /// Free text to search for, searched as words and never as query syntax.
 /// It may be blank: a blank search lists products instead.
+///
+/// Control characters are refused, as in names and descriptions, except
+/// line breaks and tabs: they are whitespace to both analysers, so a search
+/// pasted from a description still works.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchText(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("query is longer than {MAX_SEARCH_CHARS} characters")]
-pub struct SearchTextTooLong;
+pub enum SearchTextError {
+    #[error("query is longer than {MAX_SEARCH_CHARS} characters")]
+    TooLong,
+    #[error("query contains a control character")]
+    ControlCharacter,
+}
 
 impl SearchText {
-    pub fn parse(text: &str) -> Result<Self, SearchTextTooLong> {
+    pub fn parse(text: &str) -> Result<Self, SearchTextError> {
         if text.chars().count() > MAX_SEARCH_CHARS {
-            Err(SearchTextTooLong)
-        } else {
-            Ok(Self(text.to_owned()))
+            return Err(SearchTextError::TooLong);
         }
+        let allowed = |c: char| matches!(c, '\n' | '\r' | '\t');
+        if text.chars().any(|c| c.is_control() && !allowed(c)) {
+            return Err(SearchTextError::ControlCharacter);
+        }
+        Ok(Self(text.to_owned()))
     }
 
     /// Whether there is nothing to search for.
@@ -133,9 +144,24 @@ mod tests {
     #[test]
     fn search_text_counts_characters_and_may_be_blank() {
         assert!(SearchText::parse(&"é".repeat(500)).is_ok());
-        assert_eq!(SearchText::parse(&"a".repeat(501)), Err(SearchTextTooLong));
+        assert_eq!(
+            SearchText::parse(&"a".repeat(501)),
+            Err(SearchTextError::TooLong)
+        );
         assert!(SearchText::parse(" \t ").unwrap().is_blank());
         assert!(!SearchText::parse("(").unwrap().is_blank());
+    }
+
+    #[test]
+    fn search_text_refuses_control_characters_but_not_line_breaks_or_tabs() {
+        for text in ["a\u{0}b", "\u{7}", "lamp\u{1b}[2J", "\u{85}"] {
+            assert_eq!(
+                SearchText::parse(text),
+                Err(SearchTextError::ControlCharacter),
+                "{text:?}"
+            );
+        }
+        assert!(SearchText::parse("brass\nlamp\r\n\tshade").is_ok());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use marketplace_proto::common::v1::Money as ProtoMoney;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    MAX_IDS_PER_CALL, Product, ResultWindow, SearchText, SearchTextTooLong, WindowTooDeep,
+    MAX_IDS_PER_CALL, Product, ResultWindow, SearchText, SearchTextError, WindowTooDeep,
 };
 use crate::storage::{ProductStore, StorageError};
 
@@ -54,7 +54,7 @@ enum InvalidRequest {
     #[error(transparent)]
     Window(#[from] WindowTooDeep),
     #[error(transparent)]
-    SearchText(#[from] SearchTextTooLong),
+    SearchText(#[from] SearchTextError),
 }
 
 impl From<CatalogError> for Status {

@@ -286,17 +286,19 @@ async fn a_blank_search_lists_newest_first() {
     assert_eq!(names(&found), ["Newer", "Older"]);
 }
 
-#[tokio::test]
-async fn query_syntax_in_a_search_is_searched_as_words() {
-    let mut running = tantivy().await;
-    create(&mut running, "Copper kettle", "Boils water", 3_000).await;
+async fn query_syntax_is_searched_as_words(running: &mut Running) {
+    // The widget holds words of both queries on both backends (`or`, `1`,
+    // `match_all`); the kettle holds none, so it shows if a query matched
+    // everything.
+    create(running, "Widget", "The name of match_all or 1 widget", 100).await;
+    create(running, "Copper kettle", "Boils water", 3_000).await;
 
-    for query in [
-        "*",
-        "name:x OR 1",
-        r#"{"match_all":{}}"#,
-        "\"unbalanced",
-        "(",
+    for (query, expected) in [
+        ("name:x OR 1", &["Widget"][..]),
+        (r#"{"match_all":{}}"#, &["Widget"][..]),
+        ("*", &[][..]),
+        ("\"unbalanced", &[][..]),
+        ("(", &[][..]),
     ] {
         let found = running
             .client
@@ -309,8 +311,25 @@ async fn query_syntax_in_a_search_is_searched_as_words() {
             .into_inner()
             .products;
 
-        assert!(found.is_empty(), "{query:?}: {:?}", names(&found));
+        assert_eq!(names(&found), expected, "{query:?}");
     }
+}
+
+#[tokio::test]
+async fn elasticsearch_searches_query_syntax_as_words() {
+    let Some(index) = marketplace_testkit::elasticsearch::index().await else {
+        return;
+    };
+    let mut running = start(config(index.url(), index.name()), None).await;
+
+    query_syntax_is_searched_as_words(&mut running).await;
+}
+
+#[tokio::test]
+async fn tantivy_searches_query_syntax_as_words() {
+    let mut running = tantivy().await;
+
+    query_syntax_is_searched_as_words(&mut running).await;
 }
 
 // One test per bad input.
@@ -495,6 +514,19 @@ async fn a_search_over_500_characters_is_invalid() {
     assert_invalid(result, "query is longer than 500 characters");
 }
 
+#[tokio::test]
+async fn a_search_with_a_control_character_is_invalid() {
+    let mut running = tantivy().await;
+    let result = running
+        .client
+        .search_products(SearchProductsRequest {
+            query: "lamp\u{0}".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_invalid(result, "query contains a control character");
+}
+
 /// A TCP proxy to `target` that can be closed, connections and all.
 async fn proxy(target: SocketAddr) -> (SocketAddr, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -572,6 +604,39 @@ async fn the_service_starts_only_with_a_reachable_elasticsearch() {
         .unwrap_err();
 
     assert!(format!("{error:#}").contains("unavailable"), "{error:#}");
+}
+
+#[tokio::test]
+async fn the_service_refuses_to_start_on_an_index_with_the_seed_mapping() {
+    let Some(index) = marketplace_testkit::elasticsearch::index().await else {
+        return;
+    };
+    index
+        .create(serde_json::json!({
+            "mappings": {
+                "properties": {
+                    "id": { "type": "keyword" },
+                    "name": { "type": "text" },
+                    "description": { "type": "text" },
+                    "price": { "type": "float" },
+                    "created_at": { "type": "date" }
+                }
+            }
+        }))
+        .await;
+
+    let error = Application::build(config(index.url(), index.name()))
+        .await
+        .unwrap_err();
+
+    let message = format!("{error:#}");
+    for needle in [
+        index.name(),
+        "price_minor_units",
+        "MARKETPLACE_CATALOG_INDEX_NAME",
+    ] {
+        assert!(message.contains(needle), "{needle:?} not in {message}");
+    }
 }
 
 #[tokio::test]

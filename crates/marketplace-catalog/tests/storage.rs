@@ -226,20 +226,31 @@ async fn search_pages_with_skip_and_take<S: ProductStore>(store: &S) {
 }
 
 async fn query_syntax_is_searched_as_plain_words<S: ProductStore>(store: &S) {
-    // None of these products contains any word of the queries below.
+    // The widget's description holds words of the first two queries on
+    // both backends: Elasticsearch's standard analyser keeps `name:x` and
+    // `match_all` whole, tantivy's splits them, but both see `or`, `1` and
+    // the `match_all` of the text. The kettle and the towel hold no word of
+    // any query, so a query read as syntax (match everything) would show.
     create_in_order(
         store,
         &[
+            ("Widget", "The name of match_all or 1 widget", 100),
             ("Copper kettle", "Boils water quickly", 3_000),
             ("Linen towel", "Soft, absorbent cotton blend", 900),
         ],
     )
     .await;
 
+    for text in ["name:x OR 1", r#"{"match_all":{}}"#] {
+        let found = store
+            .search(&search_text(text), ResultWindow::default())
+            .await
+            .unwrap_or_else(|e| panic!("searching {text:?}: {e}"));
+
+        assert_eq!(names(&found), ["Widget"], "{text:?}");
+    }
     for text in [
         "*",
-        "name:x OR 1",
-        r#"{"match_all":{}}"#,
         "\"unbalanced",
         "(",
         "\\",
@@ -255,6 +266,60 @@ async fn query_syntax_is_searched_as_plain_words<S: ProductStore>(store: &S) {
 
         assert!(found.is_empty(), "{text:?} found {:?}", names(&found));
     }
+}
+
+async fn creating_an_existing_id_is_refused_and_keeps_one_product<S: ProductStore>(store: &S) {
+    let first = product("Pencil", "Graphite, HB", 10);
+    store.create(&first).await.unwrap();
+    let impostor = Product {
+        name: Text::parse("Pencil case", TextRule::PRODUCT_NAME).unwrap(),
+        ..first.clone()
+    };
+
+    let again = store.create(&impostor).await;
+    let concurrent = futures::future::join_all((0..4).map(|_| store.create(&impostor))).await;
+
+    assert!(
+        matches!(again, Err(StorageError::Unexpected(_))),
+        "{again:?}"
+    );
+    for result in concurrent {
+        assert!(
+            matches!(result, Err(StorageError::Unexpected(_))),
+            "{result:?}"
+        );
+    }
+    let one = std::slice::from_ref(&first);
+    assert_eq!(store.list(ResultWindow::default()).await.unwrap(), one);
+    assert_eq!(store.get(&first.id).await.unwrap().as_ref(), Some(&first));
+    assert_eq!(
+        store
+            .get_many(std::slice::from_ref(&first.id))
+            .await
+            .unwrap(),
+        one
+    );
+    let found = store
+        .search(&search_text("pencil"), ResultWindow::default())
+        .await
+        .unwrap();
+    assert_eq!(found, [first]);
+}
+
+async fn concurrent_creates_of_one_new_id_store_it_once<S: ProductStore>(store: &S) {
+    let created = product("Pencil", "Graphite, HB", 10);
+
+    let results = futures::future::join_all((0..8).map(|_| store.create(&created))).await;
+
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    assert_eq!(
+        store.list(ResultWindow::default()).await.unwrap(),
+        [created]
+    );
 }
 
 async fn syntax_characters_around_a_word_still_find_the_word<S: ProductStore>(store: &S) {
@@ -354,6 +419,8 @@ contract!(
     query_syntax_is_searched_as_plain_words,
     syntax_characters_around_a_word_still_find_the_word,
     a_blank_search_lists_newest_first,
+    creating_an_existing_id_is_refused_and_keeps_one_product,
+    concurrent_creates_of_one_new_id_store_it_once,
 );
 
 #[tokio::test]
@@ -440,6 +507,63 @@ async fn the_elasticsearch_mapping_keeps_the_exact_price_and_the_seed_fields() {
     assert_eq!(properties["price_minor_units"]["type"], "long", "{body}");
     assert_eq!(properties["id"]["type"], "keyword", "{body}");
     assert_eq!(properties["created_at"]["type"], "date_nanos", "{body}");
+}
+
+#[tokio::test]
+async fn an_existing_index_with_the_seed_mapping_is_refused_naming_the_fix() {
+    let Some(index) = marketplace_testkit::elasticsearch::index().await else {
+        return;
+    };
+    // The Go original's seed mapping: no exact price, millisecond dates.
+    index
+        .create(serde_json::json!({
+            "mappings": {
+                "properties": {
+                    "id": { "type": "keyword" },
+                    "name": { "type": "text" },
+                    "description": { "type": "text" },
+                    "price": { "type": "float" },
+                    "created_at": { "type": "date" }
+                }
+            }
+        }))
+        .await;
+
+    let error = ElasticsearchProducts::connect(&SecretUrl::new(index.url()), index.name())
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(error, StorageError::IncompatibleIndex(_)),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    for needle in [
+        index.name(),
+        "price_minor_units (long) is missing",
+        "created_at is a date, not a date_nanos",
+        "MARKETPLACE_CATALOG_INDEX_NAME",
+        "reindex",
+    ] {
+        assert!(message.contains(needle), "{needle:?} not in {message}");
+    }
+    assert!(!message.contains("\"id"), "{message}");
+}
+
+#[tokio::test]
+async fn an_existing_index_with_the_catalog_mapping_is_accepted() {
+    let Some(index) = marketplace_testkit::elasticsearch::index().await else {
+        return;
+    };
+    index.create(ElasticsearchProducts::mapping()).await;
+
+    let store = ElasticsearchProducts::connect(&SecretUrl::new(index.url()), index.name())
+        .await
+        .unwrap();
+
+    let created = product("Pencil", "HB", 10);
+    store.create(&created).await.unwrap();
+    assert_eq!(store.get(&created.id).await.unwrap(), Some(created));
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use elasticsearch::cluster::ClusterHealthParts;
 use elasticsearch::http::response::Response;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::http::{StatusCode, Url};
-use elasticsearch::indices::IndicesCreateParts;
+use elasticsearch::indices::{IndicesCreateParts, IndicesGetMappingParts};
 use elasticsearch::params::{OpType, Refresh, WaitForStatus};
 use elasticsearch::{Elasticsearch, GetParts, IndexParts, MgetParts, SearchParts};
 use marketplace_config::SecretUrl;
@@ -23,9 +23,27 @@ use serde_json::{Value, json};
 use super::{ProductStore, StorageError, distinct, product_from_fields};
 use crate::domain::{Product, ResultWindow, SearchText};
 
-/// Longest wait for any one request, including `refresh=wait_for` on
-/// create, which waits for the next refresh (every second by default).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for any one request while serving. Under the callers' 5 s
+/// deadline, so a hung Elasticsearch reaches them as `UNAVAILABLE` rather
+/// than `DEADLINE_EXCEEDED`; `refresh=wait_for` on create waits at most for
+/// the next refresh (every second by default), well within it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Longest wait for a start-up request: creating the index and waiting up
+/// to 30 s (server side) for its primary shard. Nobody is waiting on a
+/// deadline yet.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// The fields reads depend on, with the type they need: sorting (`id`,
+/// `created_at` to the nanosecond), reading the exact price, searching
+/// words. `price` is only written, so the seed's `float` may stay.
+const REQUIRED_FIELDS: [(&str, &str); 5] = [
+    ("id", "keyword"),
+    ("name", "text"),
+    ("description", "text"),
+    ("price_minor_units", "long"),
+    ("created_at", "date_nanos"),
+];
 
 /// The product index in one Elasticsearch cluster.
 #[derive(Debug, Clone)]
@@ -122,12 +140,15 @@ impl ElasticsearchProducts {
     /// Connects to the cluster at `url` and creates the product index
     /// `index_name` unless it exists. Safe to run from several replicas at
     /// once: the index is created, and "already exists" counts as success.
+    /// An existing index whose mapping reads cannot use (one the seed
+    /// created, say) is [`StorageError::IncompatibleIndex`].
     pub async fn connect(url: &SecretUrl, index_name: &str) -> Result<Self, StorageError> {
         let store = Self {
             client: client(url)?,
             index: index_name.to_owned(),
         };
         store.create_index_if_absent().await?;
+        store.check_mapping().await?;
         Ok(store)
     }
 
@@ -141,6 +162,7 @@ impl ElasticsearchProducts {
             .indices()
             .create(IndicesCreateParts::Index(&self.index))
             .body(product_mapping())
+            .request_timeout(STARTUP_TIMEOUT)
             .send()
             .await;
         let (status, body) = read(response, "creating the product index").await?;
@@ -156,6 +178,7 @@ impl ElasticsearchProducts {
             .health(ClusterHealthParts::Index(&[&self.index]))
             .wait_for_status(WaitForStatus::Yellow)
             .timeout("30s")
+            .request_timeout(STARTUP_TIMEOUT)
             .send()
             .await;
         let (status, body) = read(response, "waiting for the product index").await?;
@@ -166,6 +189,53 @@ impl ElasticsearchProducts {
             )));
         }
         Ok(())
+    }
+
+    /// Refuses an index whose mapping lacks a field reads need, or gives
+    /// it another type: otherwise every read would fail later.
+    async fn check_mapping(&self) -> Result<(), StorageError> {
+        let response = self
+            .client
+            .indices()
+            .get_mapping(IndicesGetMappingParts::Index(&[&self.index]))
+            .request_timeout(STARTUP_TIMEOUT)
+            .send()
+            .await;
+        let (status, body) = read(response, "reading the product index mapping").await?;
+        if !status.is_success() {
+            return Err(refused("reading the product index mapping", status, &body));
+        }
+        // Keyed by the concrete index, which differs when the name is an alias.
+        let indices = body.as_object().filter(|indices| indices.len() == 1);
+        let Some(properties) = indices
+            .and_then(|indices| indices.values().next())
+            .map(|index| &index["mappings"]["properties"])
+        else {
+            return Err(StorageError::IncompatibleIndex(format!(
+                "{} does not name exactly one Elasticsearch index; set {} to the name of one index",
+                self.index,
+                marketplace_config::env::CATALOG_INDEX_NAME
+            )));
+        };
+        let problems: Vec<String> = REQUIRED_FIELDS
+            .iter()
+            .filter_map(|(field, wanted)| match properties[field]["type"].as_str() {
+                Some(found) if found == *wanted => None,
+                Some(found) => Some(format!("{field} is a {found}, not a {wanted}")),
+                None => Some(format!("{field} ({wanted}) is missing")),
+            })
+            .collect();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(StorageError::IncompatibleIndex(format!(
+            "the Elasticsearch index {index} exists with a mapping the catalog cannot read \
+             ({problems}); set {variable} to a new index name, which the catalog creates \
+             with its own mapping, or reindex {index} into an index created with that mapping",
+            index = self.index,
+            problems = problems.join(", "),
+            variable = marketplace_config::env::CATALOG_INDEX_NAME,
+        )))
     }
 
     async fn hits(&self, body: Value, what: &str) -> Result<Vec<Product>, StorageError> {

@@ -50,6 +50,10 @@ pub enum StorageError {
     /// The search URL names no backend this service can use.
     #[error("{0}")]
     InvalidUrl(String),
+    /// The index exists but cannot be used as it is; the message says why
+    /// and what to do.
+    #[error("{0}")]
+    IncompatibleIndex(String),
     /// The backend could not be reached or did not answer in time.
     #[error("the product store is unavailable")]
     Unavailable(#[source] anyhow::Error),

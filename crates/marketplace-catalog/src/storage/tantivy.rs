@@ -188,6 +188,16 @@ impl Inner {
             .writer
             .lock()
             .map_err(|_| StorageError::Unexpected(anyhow!("the index writer is poisoned")))?;
+        // Refused like Elasticsearch's `op_type=create` (a 409 there): an id
+        // names one product. Checked under the writer's lock, and the reader
+        // is reloaded before the lock is released, so no create in between
+        // can go unseen.
+        if !self.get_many(&[&product.id])?.is_empty() {
+            return Err(StorageError::Unexpected(anyhow!(
+                "storing a product: a product with id {} already exists",
+                product.id
+            )));
+        }
         let committed = writer.add_document(document).and_then(|_| writer.commit());
         if let Err(error) = committed {
             // Drop the half-written document rather than commit it with
@@ -197,8 +207,9 @@ impl Inner {
             }
             return Err(failed("storing a product")(error));
         }
+        let reloaded = self.reader.reload().map_err(failed("reloading the index"));
         drop(writer);
-        self.reader.reload().map_err(failed("reloading the index"))
+        reloaded
     }
 
     fn get_many(&self, ids: &[&Id]) -> Result<Vec<Product>, StorageError> {
