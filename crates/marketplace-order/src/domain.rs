@@ -10,6 +10,35 @@ use marketplace_domain::{Id, Money};
 /// Most lines one order may have.
 pub const MAX_LINES: usize = 100;
 
+/// Most accounts one listing may ask about: with at most
+/// [`TakePerAccount::MAX`] orders each, a reply stays well under the
+/// transport's message size limit.
+pub const MAX_ACCOUNTS_PER_LIST: usize = 100;
+
+/// How many of each account's newest orders a listing returns: 1 to
+/// [`TakePerAccount::MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TakePerAccount(u32);
+
+impl TakePerAccount {
+    /// What a request that does not say gets.
+    pub const DEFAULT: u32 = 20;
+    pub const MAX: u32 = 100;
+
+    /// 0 (unset) means [`Self::DEFAULT`]; more than [`Self::MAX`] is capped.
+    pub const fn new(requested: u32) -> Self {
+        match requested {
+            0 => Self(Self::DEFAULT),
+            n if n > Self::MAX => Self(Self::MAX),
+            n => Self(n),
+        }
+    }
+
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
 /// How many of one product a line orders: 1 to [`Quantity::MAX`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Quantity(u32);
@@ -336,6 +365,15 @@ mod tests {
             Quantity::new(1001).unwrap_err().to_string(),
             "a quantity must be between 1 and 1000, not 1001"
         );
+    }
+
+    #[test]
+    fn take_per_account_defaults_to_20_and_is_capped_at_100() {
+        assert_eq!(TakePerAccount::new(0).get(), 20);
+        assert_eq!(TakePerAccount::new(1).get(), 1);
+        assert_eq!(TakePerAccount::new(100).get(), 100);
+        assert_eq!(TakePerAccount::new(101).get(), 100);
+        assert_eq!(TakePerAccount::new(u32::MAX).get(), 100);
     }
 
     #[test]

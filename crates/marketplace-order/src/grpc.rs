@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::{
     MAX_LINES, Order, OrderRequest, OrderRequestError, PricingError, Quantity, RequestedLine,
+    TakePerAccount,
 };
 use crate::downstream::{Downstream, DownstreamError, GrpcDownstream};
 use crate::service::{OrderService, ServiceError};
@@ -23,7 +24,7 @@ use crate::storage::{OrderStore, StorageError};
 pub use marketplace_proto::order::v1::order_service_server::{OrderServiceServer, SERVICE_NAME};
 
 /// Most accounts one `ListOrdersForAccounts` call may ask about.
-pub const MAX_ACCOUNTS_PER_LIST: usize = 1000;
+pub use crate::domain::MAX_ACCOUNTS_PER_LIST;
 
 /// `marketplace.order.v1.OrderService` over a store and the account and
 /// catalog services.
@@ -212,8 +213,10 @@ impl<S: OrderStore, D: Downstream> proto::order_service_server::OrderService for
         &self,
         request: Request<proto::ListOrdersForAccountsRequest>,
     ) -> Result<Response<proto::ListOrdersForAccountsResponse>, Status> {
-        let ids = account_ids(request.into_inner())?;
-        let orders = self.service.list_for_accounts(&ids).await?;
+        let request = request.into_inner();
+        let take = TakePerAccount::new(request.take_per_account);
+        let ids = account_ids(request)?;
+        let orders = self.service.list_for_accounts(&ids, take).await?;
         Ok(Response::new(proto::ListOrdersForAccountsResponse {
             orders: orders.iter().map(Into::into).collect(),
         }))
@@ -294,7 +297,11 @@ mod tests {
             Ok(None)
         }
 
-        async fn list_for_accounts(&self, _: &[Id]) -> Result<Vec<Order>, StorageError> {
+        async fn list_for_accounts(
+            &self,
+            _: &[Id],
+            _: TakePerAccount,
+        ) -> Result<Vec<Order>, StorageError> {
             Ok(Vec::new())
         }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use marketplace_domain::Id;
 use tokio::sync::broadcast;
 
-use crate::domain::{self, Order, OrderRequest, PricingError};
+use crate::domain::{self, Order, OrderRequest, PricingError, TakePerAccount};
 use crate::downstream::{Downstream, DownstreamError};
 use crate::storage::{OrderStore, StorageError};
 
@@ -62,8 +62,12 @@ impl<S: OrderStore, D: Downstream> OrderService<S, D> {
             .ok_or(ServiceError::OrderNotFound(id))
     }
 
-    pub async fn list_for_accounts(&self, account_ids: &[Id]) -> Result<Vec<Order>, ServiceError> {
-        Ok(self.store.list_for_accounts(account_ids).await?)
+    pub async fn list_for_accounts(
+        &self,
+        account_ids: &[Id],
+        take: TakePerAccount,
+    ) -> Result<Vec<Order>, ServiceError> {
+        Ok(self.store.list_for_accounts(account_ids, take).await?)
     }
 
     /// The orders `account_id` places from now on.
@@ -189,7 +193,11 @@ mod tests {
                 .cloned())
         }
 
-        async fn list_for_accounts(&self, ids: &[Id]) -> Result<Vec<Order>, StorageError> {
+        async fn list_for_accounts(
+            &self,
+            ids: &[Id],
+            _: TakePerAccount,
+        ) -> Result<Vec<Order>, StorageError> {
             let orders = self.orders.lock().unwrap();
             Ok(orders
                 .iter()

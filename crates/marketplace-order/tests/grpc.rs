@@ -95,6 +95,7 @@ async fn the_acceptance_example_totals_exactly_1_60(database: OrderDatabase) {
         .orders
         .list_orders_for_accounts(ListOrdersForAccountsRequest {
             account_ids: vec![account],
+            take_per_account: 0,
         })
         .await
         .unwrap()
@@ -141,6 +142,7 @@ async fn orders_of_several_accounts_are_listed_newest_first(database: OrderDatab
         .orders
         .list_orders_for_accounts(ListOrdersForAccountsRequest {
             account_ids: vec![ada.clone(), grace.clone(), idle],
+            take_per_account: 0,
         })
         .await
         .unwrap()
@@ -166,6 +168,37 @@ async fn orders_of_several_accounts_are_listed_newest_first_on_postgresql() {
         return;
     };
     orders_of_several_accounts_are_listed_newest_first(database).await;
+}
+
+#[tokio::test]
+async fn a_listing_returns_the_newest_take_per_account_orders_of_each_account() {
+    let (mut world, ada, product, _) = counted_world().await;
+    let grace = world.downstreams.account().await;
+    let mut placed = Vec::new();
+    for (account, quantity) in [(&ada, 1), (&grace, 2), (&ada, 3), (&grace, 4), (&ada, 5)] {
+        let order = world
+            .orders
+            .create_order(order_request(account, &[(&product, quantity)]))
+            .await
+            .unwrap()
+            .into_inner()
+            .order
+            .unwrap();
+        placed.push(order);
+    }
+
+    let listed = world
+        .orders
+        .list_orders_for_accounts(ListOrdersForAccountsRequest {
+            account_ids: vec![ada, grace],
+            take_per_account: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .orders;
+
+    assert_eq!(listed, vec![placed[4].clone(), placed[3].clone()]);
 }
 
 #[tokio::test]
@@ -339,6 +372,7 @@ async fn unknown_products_are_not_found_and_every_one_is_named() {
         .orders
         .list_orders_for_accounts(ListOrdersForAccountsRequest {
             account_ids: vec![account],
+            take_per_account: 0,
         })
         .await
         .unwrap()
@@ -475,9 +509,9 @@ async fn a_malformed_order_id_is_refused_and_an_unknown_one_is_not_found() {
 }
 
 #[tokio::test]
-async fn listing_more_than_1000_accounts_or_a_malformed_id_is_refused() {
+async fn listing_more_than_100_accounts_or_a_malformed_id_is_refused() {
     let (mut world, account, _, _) = counted_world().await;
-    let too_many: Vec<String> = (0..1001)
+    let too_many: Vec<String> = (0..101)
         .map(|_| marketplace_domain::Id::generate().to_string())
         .collect();
 
@@ -485,6 +519,7 @@ async fn listing_more_than_1000_accounts_or_a_malformed_id_is_refused() {
         .orders
         .list_orders_for_accounts(ListOrdersForAccountsRequest {
             account_ids: too_many,
+            take_per_account: 0,
         })
         .await
         .unwrap_err();
@@ -492,6 +527,7 @@ async fn listing_more_than_1000_accounts_or_a_malformed_id_is_refused() {
         .orders
         .list_orders_for_accounts(ListOrdersForAccountsRequest {
             account_ids: vec![account, "nope".into()],
+            take_per_account: 0,
         })
         .await
         .unwrap_err();
@@ -499,12 +535,13 @@ async fn listing_more_than_1000_accounts_or_a_malformed_id_is_refused() {
         .orders
         .list_orders_for_accounts(ListOrdersForAccountsRequest {
             account_ids: vec![],
+            take_per_account: 0,
         })
         .await
         .unwrap()
         .into_inner();
 
-    assert_status(&many, Code::InvalidArgument, &["at most 1000", "1001"]);
+    assert_status(&many, Code::InvalidArgument, &["at most 100 ", "101"]);
     assert_status(
         &malformed,
         Code::InvalidArgument,

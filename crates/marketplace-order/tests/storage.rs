@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use marketplace_domain::{Id, Money};
-use marketplace_order::domain::{self, Order, OrderLine, Quantity};
-use marketplace_order::storage::{OrderStore, Orders, StorageError};
+use marketplace_order::domain::{self, Order, OrderLine, Quantity, TakePerAccount};
+use marketplace_order::storage::{ConnectError, OrderStore, Orders, StorageError};
 use tokio::sync::Mutex;
 
 use crate::support::OrderDatabase;
@@ -42,6 +42,9 @@ fn order(account_id: &Id, created_at: DateTime<Utc>, lines: Vec<OrderLine>) -> O
         lines,
     }
 }
+
+/// As many orders per account as a listing may return.
+const ALL: TakePerAccount = TakePerAccount::new(TakePerAccount::MAX);
 
 async fn connect(database: &OrderDatabase) -> Orders {
     Orders::connect(&database.url(), 4).await.unwrap()
@@ -88,7 +91,10 @@ async fn orders_are_listed_per_account_newest_first_with_their_lines(store: impl
     }
 
     let listed = store
-        .list_for_accounts(&[ada.clone(), grace.clone(), ada.clone(), Id::generate()])
+        .list_for_accounts(
+            &[ada.clone(), grace.clone(), ada.clone(), Id::generate()],
+            TakePerAccount::new(0),
+        )
         .await
         .unwrap();
 
@@ -97,11 +103,90 @@ async fn orders_are_listed_per_account_newest_first_with_their_lines(store: impl
     let adas: Vec<&Order> = listed.iter().filter(|o| o.account_id == ada).collect();
     assert_eq!(adas.len(), 3);
     assert!(adas.windows(2).all(|w| w[0].created_at > w[1].created_at));
-    assert_eq!(store.list_for_accounts(&[]).await.unwrap(), vec![]);
+    assert_eq!(store.list_for_accounts(&[], ALL).await.unwrap(), vec![]);
     assert_eq!(
-        store.list_for_accounts(&[Id::generate()]).await.unwrap(),
+        store
+            .list_for_accounts(&[Id::generate()], ALL)
+            .await
+            .unwrap(),
         vec![]
     );
+}
+
+/// Places `count` orders for `account`, one second apart from `start` on,
+/// and returns them newest first.
+async fn place_orders(
+    store: &impl OrderStore,
+    account: &Id,
+    start: DateTime<Utc>,
+    count: i64,
+) -> Vec<Order> {
+    let mut placed = Vec::new();
+    for i in 0..count {
+        let one = order(account, start + TimeDelta::seconds(i), vec![line(1, 1 + i)]);
+        store.create(&one).await.unwrap();
+        placed.push(one);
+    }
+    placed.reverse();
+    placed
+}
+
+async fn a_listing_returns_the_newest_20_orders_of_each_account_by_default(store: impl OrderStore) {
+    let (busy, quiet) = (Id::generate(), Id::generate());
+    let start = domain::now();
+    let busys = place_orders(&store, &busy, start, 25).await;
+    let quiets = place_orders(&store, &quiet, start, 3).await;
+
+    let listed = store
+        .list_for_accounts(&[busy.clone(), quiet.clone()], TakePerAccount::new(0))
+        .await
+        .unwrap();
+
+    let of = |account: &Id| -> Vec<Order> {
+        listed
+            .iter()
+            .filter(|o| o.account_id == *account)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(of(&busy), busys[..20]);
+    assert_eq!(of(&quiet), quiets);
+    assert_eq!(listed.len(), 23);
+    assert!(
+        listed
+            .windows(2)
+            .all(|w| w[0].created_at >= w[1].created_at),
+        "newest first across accounts"
+    );
+}
+
+async fn a_listing_returns_as_many_orders_per_account_as_asked_up_to_100(store: impl OrderStore) {
+    let (ada, grace) = (Id::generate(), Id::generate());
+    let start = domain::now();
+    let adas = place_orders(&store, &ada, start, 105).await;
+    let graces = place_orders(&store, &grace, start, 5).await;
+    let both = [ada.clone(), grace.clone()];
+
+    let two = store
+        .list_for_accounts(&both, TakePerAccount::new(2))
+        .await
+        .unwrap();
+    let capped = store
+        .list_for_accounts(&both, TakePerAccount::new(1000))
+        .await
+        .unwrap();
+
+    // Same instants for both accounts: ties are broken by id, newest first.
+    let mut expected: Vec<Order> = [&adas[..2], &graces[..2]].concat();
+    expected.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+    assert_eq!(two, expected);
+    let capped_adas: Vec<Order> = capped
+        .iter()
+        .filter(|o| o.account_id == ada)
+        .cloned()
+        .collect();
+    assert_eq!(capped_adas, adas[..100]);
+    assert_eq!(capped.len(), 105);
 }
 
 async fn a_failing_line_leaves_no_order_behind(store: impl OrderStore) {
@@ -115,7 +200,10 @@ async fn a_failing_line_leaves_no_order_behind(store: impl OrderStore) {
 
     assert!(matches!(error, StorageError::Duplicate(_)), "{error:?}");
     assert_eq!(store.get(&broken.id).await.unwrap(), None);
-    assert_eq!(store.list_for_accounts(&[account]).await.unwrap(), vec![]);
+    assert_eq!(
+        store.list_for_accounts(&[account], ALL).await.unwrap(),
+        vec![]
+    );
 }
 
 async fn a_duplicate_order_id_is_refused_and_the_first_order_kept(store: impl OrderStore) {
@@ -130,7 +218,7 @@ async fn a_duplicate_order_id_is_refused_and_the_first_order_kept(store: impl Or
     assert!(matches!(error, StorageError::Duplicate(_)), "{error:?}");
     assert_eq!(store.get(&first.id).await.unwrap(), Some(first.clone()));
     assert_eq!(
-        store.list_for_accounts(&[account]).await.unwrap(),
+        store.list_for_accounts(&[account], ALL).await.unwrap(),
         vec![first]
     );
 }
@@ -178,6 +266,8 @@ contract!(
     every_field_round_trips_exactly,
     an_unknown_order_is_none,
     orders_are_listed_per_account_newest_first_with_their_lines,
+    a_listing_returns_the_newest_20_orders_of_each_account_by_default,
+    a_listing_returns_as_many_orders_per_account_as_asked_up_to_100,
     a_failing_line_leaves_no_order_behind,
     a_duplicate_order_id_is_refused_and_the_first_order_kept,
     subscribers_receive_orders_created_after_they_subscribed,
@@ -303,6 +393,64 @@ async fn an_unsupported_scheme_and_an_empty_pool_are_refused_with_the_variable_n
             .to_string()
             .contains("MARKETPLACE_ORDER_DATABASE_POOL_SIZE"),
         "{empty}"
+    );
+}
+
+#[tokio::test]
+async fn the_go_originals_tables_stop_the_start_with_an_error_saying_what_to_do() {
+    let Some(database) = OrderDatabase::postgres().await else {
+        return;
+    };
+    let TestDatabaseRef(db) = TestDatabaseRef::of(&database);
+    let admin = db.pool().await;
+    // The seed's schema, as the Go original created it, with one order.
+    for statement in [
+        "CREATE TABLE orders (id VARCHAR PRIMARY KEY, account_id VARCHAR NOT NULL, \
+         total_price DECIMAL(10,2) NOT NULL, created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+        "CREATE TABLE order_items (order_id VARCHAR NOT NULL, product_id VARCHAR NOT NULL, \
+         quantity INTEGER NOT NULL, price DECIMAL(10,2) NOT NULL, PRIMARY KEY (order_id, product_id))",
+        "INSERT INTO orders (id, account_id, total_price) \
+         VALUES ('0ujtsYcgvSTl8PAuAdqWYSMnLOv', '0ujzPyRiIAffKhBux4PvQdDqMHY', 1.60)",
+    ] {
+        sqlx::query(statement).execute(&admin).await.unwrap();
+    }
+
+    let error = Orders::connect(&database.url(), 2).await.unwrap_err();
+
+    assert!(matches!(error, ConnectError::ForeignTables(_)), "{error:?}");
+    let message = error.to_string();
+    for needle in ["orders", "Go original", "MARKETPLACE_ORDER_DATABASE_URL"] {
+        assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+    }
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert_eq!(kept, 1, "the existing rows are left alone");
+}
+
+#[tokio::test]
+async fn a_sqlite_file_locked_by_another_writer_is_unavailable_within_the_callers_deadline() {
+    let database = OrderDatabase::sqlite();
+    let store = connect(&database).await;
+    let url = database.url();
+    let mut other = <sqlx::SqliteConnection as sqlx::Connection>::connect(url.expose())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let placed = order(&Id::generate(), domain::now(), vec![line(1, 1)]);
+
+    let started = std::time::Instant::now();
+    let error = store.create(&placed).await.unwrap_err();
+
+    assert!(matches!(error, StorageError::Unavailable(_)), "{error:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(4500),
+        "gave up after {:?}",
+        started.elapsed()
     );
 }
 

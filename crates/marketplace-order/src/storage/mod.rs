@@ -13,13 +13,14 @@ mod sqlite;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use marketplace_config::SecretUrl;
 use marketplace_domain::{Id, Money};
 use tokio::sync::broadcast;
 
-use crate::domain::{Order, OrderLine, Quantity};
+use crate::domain::{Order, OrderLine, Quantity, TakePerAccount};
 
 pub use self::postgres::{PostgresOrders, sql as postgres_sql};
 pub use self::sqlite::SqliteOrders;
@@ -28,6 +29,11 @@ pub use self::sqlite::SqliteOrders;
 /// ended rather than silently skipping orders.
 const ANNOUNCEMENT_BUFFER: usize = 1024;
 
+/// Longest wait for a pooled connection. Shorter than the callers' default
+/// deadline (5 s), so a saturated or unreachable database is answered with
+/// `UNAVAILABLE` rather than the caller's own `DEADLINE_EXCEEDED`.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Orders, stored.
 pub trait OrderStore: Send + Sync + 'static {
     /// Writes the order and all its lines in one transaction: all or nothing.
@@ -35,11 +41,12 @@ pub trait OrderStore: Send + Sync + 'static {
 
     fn get(&self, id: &Id) -> impl Future<Output = Result<Option<Order>, StorageError>> + Send;
 
-    /// Every order of each account, newest first, with its lines; in two
-    /// queries whatever the number of accounts and orders.
+    /// The newest `take` orders of each account, newest first, with their
+    /// lines; in two queries whatever the number of accounts and orders.
     fn list_for_accounts(
         &self,
         account_ids: &[Id],
+        take: TakePerAccount,
     ) -> impl Future<Output = Result<Vec<Order>, StorageError>> + Send;
 
     /// The orders created from now on, by this process or any other on the
@@ -67,7 +74,7 @@ impl From<sqlx::Error> for StorageError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
             sqlx::Error::Database(db) if db.is_unique_violation() => Self::Duplicate(error),
-            sqlx::Error::Database(db) if is_connection_failure(db.code().as_deref()) => {
+            sqlx::Error::Database(db) if is_connection_failure(db.as_ref()) => {
                 Self::Unavailable(error)
             }
             sqlx::Error::Io(_)
@@ -80,14 +87,37 @@ impl From<sqlx::Error> for StorageError {
     }
 }
 
-/// PostgreSQL's connection-exception class, shutdown and resource codes,
-/// and SQLite's busy and locked codes: worth retrying later.
-fn is_connection_failure(code: Option<&str>) -> bool {
-    code.is_some_and(|code| {
-        code.starts_with("08")
-            || code.starts_with("53")
-            || matches!(code, "57P01" | "57P02" | "57P03" | "5" | "6")
-    })
+/// Whether a database's own error means "cannot serve now, try later",
+/// read by the rules of the backend that raised it.
+fn is_connection_failure(error: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = error.code() else {
+        return false;
+    };
+    if error
+        .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+        .is_some()
+    {
+        sqlite_means_unavailable(&code)
+    } else {
+        postgres_means_unavailable(&code)
+    }
+}
+
+/// PostgreSQL's connection-exception class, shutdown and resource codes.
+fn postgres_means_unavailable(sqlstate: &str) -> bool {
+    sqlstate.starts_with("08")
+        || sqlstate.starts_with("53")
+        || matches!(sqlstate, "57P01" | "57P02" | "57P03")
+}
+
+/// SQLite's busy and locked result codes, extended ones included: the file
+/// stayed locked by another connection for longer than the busy timeout.
+fn sqlite_means_unavailable(code: &str) -> bool {
+    const SQLITE_BUSY: i32 = 5;
+    const SQLITE_LOCKED: i32 = 6;
+    // Extended result codes keep the primary code in the low byte.
+    code.parse::<i32>()
+        .is_ok_and(|code| matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +135,15 @@ pub enum ConnectError {
     Connect(#[source] sqlx::Error),
     #[error("cannot bring the order database schema up to date")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The Go original's tables (or others of the same names) are in the
+    /// way: their money and time columns do not match this service's.
+    #[error(
+        "the order database already has an orders or order_items table that this service did not create \
+         (perhaps the Go original's); point {} at an empty database, or move those tables away \
+         and copy their rows in after the service has created its own",
+        marketplace_config::env::ORDER_DATABASE_URL
+    )]
+    ForeignTables(#[source] sqlx::migrate::MigrateError),
 }
 
 /// The store a URL names: `postgres://` (or `postgresql://`) or
@@ -149,10 +188,14 @@ impl OrderStore for Orders {
         }
     }
 
-    async fn list_for_accounts(&self, account_ids: &[Id]) -> Result<Vec<Order>, StorageError> {
+    async fn list_for_accounts(
+        &self,
+        account_ids: &[Id],
+        take: TakePerAccount,
+    ) -> Result<Vec<Order>, StorageError> {
         match self {
-            Self::Postgres(store) => store.list_for_accounts(account_ids).await,
-            Self::Sqlite(store) => store.list_for_accounts(account_ids).await,
+            Self::Postgres(store) => store.list_for_accounts(account_ids, take).await,
+            Self::Sqlite(store) => store.list_for_accounts(account_ids, take).await,
         }
     }
 
@@ -220,9 +263,57 @@ fn assemble(orders: Vec<OrderRow>, lines: Vec<LineRow>) -> Result<Vec<Order>, St
         .collect()
 }
 
+/// Names the case of a first migration that fails because its tables
+/// exist already: the only way that happens is tables of another origin.
+fn migrate_error(error: sqlx::migrate::MigrateError) -> ConnectError {
+    use sqlx::migrate::MigrateError;
+    let duplicate_table = match &error {
+        MigrateError::Execute(sqlx::Error::Database(db))
+        | MigrateError::ExecuteMigration(sqlx::Error::Database(db), _) => {
+            // PostgreSQL's duplicate_table.
+            db.code().as_deref() == Some("42P07")
+        }
+        _ => false,
+    };
+    if duplicate_table {
+        ConnectError::ForeignTables(error)
+    } else {
+        ConnectError::Migrate(error)
+    }
+}
+
 fn id_strings(ids: &[Id]) -> Vec<String> {
     let mut ids: Vec<String> = ids.iter().map(|id| id.as_str().to_owned()).collect();
     ids.sort();
     ids.dedup();
     ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_busy_and_locked_are_unavailable_extended_codes_included() {
+        // SQLITE_BUSY, SQLITE_LOCKED, BUSY_SNAPSHOT (517), LOCKED_SHAREDCACHE
+        // (262), BUSY_RECOVERY (261), BUSY_TIMEOUT (773).
+        for code in ["5", "6", "517", "262", "261", "773"] {
+            assert!(sqlite_means_unavailable(code), "{code}");
+        }
+        // SQLITE_ERROR, SQLITE_CONSTRAINT, CONSTRAINT_PRIMARYKEY (1555),
+        // IOERR_SHMMAP (5386, which begins like a PostgreSQL 53 code).
+        for code in ["1", "19", "1555", "5386", "", "08006"] {
+            assert!(!sqlite_means_unavailable(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn postgres_connection_shutdown_and_resource_codes_are_unavailable() {
+        for code in ["08006", "08001", "53300", "57P01", "57P02", "57P03"] {
+            assert!(postgres_means_unavailable(code), "{code}");
+        }
+        for code in ["23505", "42P01", "57014", "5", "6"] {
+            assert!(!postgres_means_unavailable(code), "{code}");
+        }
+    }
 }

@@ -11,8 +11,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-use super::{ConnectError, LineRow, OrderRow, OrderStore, StorageError};
-use crate::domain::Order;
+use super::{ACQUIRE_TIMEOUT, ConnectError, LineRow, OrderRow, OrderStore, StorageError};
+use crate::domain::{Order, TakePerAccount};
 
 /// The statements of the create transaction, in the order they run:
 /// `BEGIN; INSERT_ORDER; INSERT_ORDER_ITEMS; NOTIFY_ORDER_CREATED; COMMIT`.
@@ -38,8 +38,12 @@ pub mod sql {
     pub const SELECT_ORDER: &str = "SELECT id, account_id, (total_price * 100)::bigint, created_at \
          FROM orders WHERE id = $1";
 
-    pub const SELECT_ORDERS_OF_ACCOUNTS: &str = "SELECT id, account_id, (total_price * 100)::bigint, created_at \
-         FROM orders WHERE account_id = ANY($1::varchar[]) \
+    /// The newest `$2` orders of each of the accounts `$1`, newest first.
+    pub const SELECT_ORDERS_OF_ACCOUNTS: &str = "SELECT id, account_id, total_minor_units, created_at FROM ( \
+             SELECT id, account_id, (total_price * 100)::bigint AS total_minor_units, created_at, \
+                 ROW_NUMBER() OVER (PARTITION BY account_id ORDER BY created_at DESC, id DESC) AS newness \
+             FROM orders WHERE account_id = ANY($1::varchar[]) \
+         ) AS ranked WHERE newness <= $2 \
          ORDER BY created_at DESC, id DESC";
 
     pub const SELECT_LINES_OF_ORDERS: &str = "SELECT order_id, product_id, quantity, (price * 100)::bigint \
@@ -63,7 +67,7 @@ impl PostgresOrders {
         let options = PgConnectOptions::from_str(url).map_err(ConnectError::Connect)?;
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(1))
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             // A ping before every checkout costs the database a round trip
             // per request; a connection that died is instead found by the
             // query that uses it, which fails as UNAVAILABLE, and dropped.
@@ -74,7 +78,7 @@ impl PostgresOrders {
         sqlx::migrate!("./migrations/postgres")
             .run(&pool)
             .await
-            .map_err(ConnectError::Migrate)?;
+            .map_err(super::migrate_error)?;
         // The listener holds its connection for good, so it gets a pool of
         // its own instead of a slot of the one serving requests.
         let listener_pool = PgPoolOptions::new()
@@ -179,12 +183,17 @@ impl OrderStore for PostgresOrders {
         select_order(&self.pool, id).await
     }
 
-    async fn list_for_accounts(&self, account_ids: &[Id]) -> Result<Vec<Order>, StorageError> {
+    async fn list_for_accounts(
+        &self,
+        account_ids: &[Id],
+        take: TakePerAccount,
+    ) -> Result<Vec<Order>, StorageError> {
         if account_ids.is_empty() {
             return Ok(Vec::new());
         }
         let orders: Vec<OrderRow> = sqlx::query_as::<_, OrderTuple>(sql::SELECT_ORDERS_OF_ACCOUNTS)
             .bind(super::id_strings(account_ids))
+            .bind(i64::from(take.get()))
             .fetch_all(&self.pool)
             .await?
             .into_iter()
@@ -291,5 +300,33 @@ async fn fetch_announced(pool: &PgPool, payload: &str) -> Option<Order> {
             tracing::warn!(order_id = %id, error = %marketplace_grpc::chain(&error), "reading a notified order failed; it is not announced");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Instant;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_read_waiting_for_a_busy_pool_gives_up_within_the_callers_deadline() {
+        let Some(database) = marketplace_testkit::postgres::database().await else {
+            return;
+        };
+        let store = PostgresOrders::connect(database.url(), 1).await.unwrap();
+        let _held = store.pool.acquire().await.unwrap();
+
+        let started = Instant::now();
+        let error = store.get(&Id::generate()).await.unwrap_err();
+
+        assert!(matches!(error, StorageError::Unavailable(_)), "{error:?}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= ACQUIRE_TIMEOUT && waited < Duration::from_millis(4500),
+            "{waited:?}"
+        );
     }
 }

@@ -11,8 +11,8 @@ use marketplace_domain::Id;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use tokio::sync::broadcast;
 
-use super::{ConnectError, LineRow, OrderRow, OrderStore, StorageError};
-use crate::domain::Order;
+use super::{ACQUIRE_TIMEOUT, ConnectError, LineRow, OrderRow, OrderStore, StorageError};
+use crate::domain::{Order, TakePerAccount};
 
 const INSERT_ORDER: &str =
     "INSERT INTO orders (id, account_id, total_price, created_at) VALUES (?1, ?2, ?3, ?4)";
@@ -22,8 +22,12 @@ const SELECT_ORDER: &str =
     "SELECT id, account_id, total_price, created_at FROM orders WHERE id = ?1";
 // Ids travel as one JSON array, so each query is one statement whatever
 // their number. Ids are KSUIDs (alphanumeric), so they need no escaping.
-const SELECT_ORDERS_OF_ACCOUNTS: &str = "SELECT id, account_id, total_price, created_at FROM orders \
-     WHERE account_id IN (SELECT value FROM json_each(?1)) \
+// The newest ?2 orders of each account, newest first.
+const SELECT_ORDERS_OF_ACCOUNTS: &str = "SELECT id, account_id, total_price, created_at FROM ( \
+         SELECT id, account_id, total_price, created_at, \
+             ROW_NUMBER() OVER (PARTITION BY account_id ORDER BY created_at DESC, id DESC) AS newness \
+         FROM orders WHERE account_id IN (SELECT value FROM json_each(?1)) \
+     ) WHERE newness <= ?2 \
      ORDER BY created_at DESC, id DESC";
 const SELECT_LINES_OF_ORDERS: &str = "SELECT order_id, product_id, quantity, price FROM order_items \
      WHERE order_id IN (SELECT value FROM json_each(?1)) \
@@ -50,10 +54,12 @@ impl SqliteOrders {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
-            // Writers queue for the file's one write lock instead of failing.
-            .busy_timeout(Duration::from_secs(5));
+            // Writers queue for the file's one write lock instead of failing,
+            // for less than the callers' default deadline (5 s).
+            .busy_timeout(Duration::from_secs(3));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.clone())
             .await
             .map_err(ConnectError::Connect)?;
@@ -63,6 +69,7 @@ impl SqliteOrders {
             .map_err(ConnectError::Migrate)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(pool_size.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
             .map_err(ConnectError::Connect)?;
@@ -154,7 +161,11 @@ impl OrderStore for SqliteOrders {
         Ok(super::assemble(vec![order_row(row)?], lines)?.pop())
     }
 
-    async fn list_for_accounts(&self, account_ids: &[Id]) -> Result<Vec<Order>, StorageError> {
+    async fn list_for_accounts(
+        &self,
+        account_ids: &[Id],
+        take: TakePerAccount,
+    ) -> Result<Vec<Order>, StorageError> {
         if account_ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -162,6 +173,7 @@ impl OrderStore for SqliteOrders {
         let account_ids: Vec<&str> = account_ids.iter().map(String::as_str).collect();
         let orders = sqlx::query_as::<_, OrderTuple>(SELECT_ORDERS_OF_ACCOUNTS)
             .bind(json_array(&account_ids))
+            .bind(i64::from(take.get()))
             .fetch_all(&self.pool)
             .await?
             .into_iter()
@@ -177,5 +189,41 @@ impl OrderStore for SqliteOrders {
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<Order>> {
         self.announcements.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Instant;
+
+    use marketplace_domain::Money;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_write_waiting_for_the_busy_writer_gives_up_within_the_callers_deadline() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("orders.db").display());
+        let store = SqliteOrders::connect(&url, 1).await.unwrap();
+        let _held = store.writer.acquire().await.unwrap();
+        let order = Order {
+            id: Id::generate(),
+            account_id: Id::generate(),
+            created_at: crate::domain::now(),
+            total_price: Money::ZERO,
+            lines: vec![],
+        };
+
+        let started = Instant::now();
+        let error = store.create(&order).await.unwrap_err();
+
+        assert!(matches!(error, StorageError::Unavailable(_)), "{error:?}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= ACQUIRE_TIMEOUT && waited < Duration::from_millis(4500),
+            "{waited:?}"
+        );
     }
 }
