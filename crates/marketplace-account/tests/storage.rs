@@ -273,3 +273,43 @@ async fn an_unknown_scheme_names_the_variable_and_the_accepted_schemes() {
     );
     assert!(!error.contains("hunter2"), "{error}");
 }
+
+#[tokio::test]
+async fn a_table_the_go_original_created_is_adopted_with_its_accounts() {
+    let Some(db) = postgres::database().await else {
+        return;
+    };
+    let pool = db.pool().await;
+    // The seed's schema and a row as the Go original wrote it.
+    sqlx::raw_sql(
+        "CREATE TABLE accounts (
+             id VARCHAR PRIMARY KEY,
+             name VARCHAR NOT NULL,
+             created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+         );
+         INSERT INTO accounts (id, name, created_at)
+         VALUES ('0ujtsYcgvSTl8PAuAdqWYSMnLOv', 'Seed customer', '2020-05-17 10:20:30.123456');",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let store = Accounts::connect(&SecretUrl::new(db.url()), POOL_SIZE)
+        .await
+        .unwrap();
+    let id = Id::parse("0ujtsYcgvSTl8PAuAdqWYSMnLOv").unwrap();
+    let adopted = store.get(&id).await.unwrap().unwrap();
+    let fresh = Account::new(name("after adoption"));
+    store.create(&fresh).await.unwrap();
+
+    assert_eq!(adopted.name.as_str(), "Seed customer");
+    assert_eq!(
+        adopted.created_at,
+        Utc.with_ymd_and_hms(2020, 5, 17, 10, 20, 30).unwrap() + Duration::microseconds(123_456)
+    );
+    assert_eq!(
+        store.list(Page::default()).await.unwrap(),
+        vec![adopted, fresh]
+    );
+}
