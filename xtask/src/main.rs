@@ -3,10 +3,12 @@
 //! `cargo xtask test` is the one test command: it installs or builds every
 //! real backend the tests use, starts them on free loopback ports, runs the
 //! whole workspace's tests against them and stops everything it started.
+//! `cargo xtask codegen` rewrites the committed generated files.
 
 mod backends;
 mod bench;
 mod cache;
+mod codegen;
 mod install;
 mod process;
 mod progress;
@@ -50,6 +52,9 @@ enum Command {
         #[command(subcommand)]
         bench: Bench,
     },
+    /// Regenerate the committed artefacts made from Rust types (the
+    /// Marketplace CRD under `deploy/crds/`).
+    Codegen,
     /// Internal: deletes a run's kwok cluster once that run's xtask is gone.
     #[command(hide = true)]
     ReapCluster {
@@ -80,6 +85,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Test { cargo_args } => test(&cargo_args),
         Command::Install => install().map(|_| ExitCode::SUCCESS),
+        Command::Codegen => codegen::run().map(|()| ExitCode::SUCCESS),
         Command::Backends => backends_until_interrupted().map(|()| ExitCode::SUCCESS),
         Command::Bench {
             bench: Bench::Services(args),
