@@ -31,8 +31,8 @@ pub const DEFAULT_POSTGRES_IMAGE: &str = "postgres:15";
 pub const DEFAULT_ELASTICSEARCH_IMAGE: &str =
     "docker.elastic.co/elasticsearch/elasticsearch:7.17.29";
 
-/// A running marketplace: the gateway, the account, catalog and order
-/// services, and the stores they use.
+/// The desired marketplace: which components run, how many of each, and
+/// where their stores are. Every field is optional.
 // Two printer columns share `type_ = "string"`, which clippy mistakes for a
 // repeated attribute.
 #[allow(clippy::duplicated_attributes)]
