@@ -1,6 +1,7 @@
 //! The Marketplace operator: the `Marketplace` custom resource and (later)
 //! the reconciler that runs a marketplace from it.
 
+pub mod builders;
 pub mod crd;
 
 /// The generated CustomResourceDefinition, as committed under `deploy/crds/`.
