@@ -11,6 +11,8 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::Marketplace;
 
+pub mod services;
+
 /// The field manager of every server-side apply, and the value of the
 /// `app.kubernetes.io/managed-by` label.
 pub const MANAGER: &str = "marketplace-operator";
