@@ -12,6 +12,7 @@ use kube::{Resource, ResourceExt};
 use crate::crd::Marketplace;
 
 pub mod services;
+pub mod stores;
 
 /// The field manager of every server-side apply, and the value of the
 /// `app.kubernetes.io/managed-by` label.

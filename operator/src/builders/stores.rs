@@ -1,0 +1,855 @@
+//! The managed stores: a PostgreSQL StatefulSet (with its credentials
+//! Secret and headless Service) per database, the Elasticsearch StatefulSet
+//! of the catalog with its Services, and the NetworkPolicies that keep every
+//! store reachable only from its service.
+//!
+//! Every builder returns `None` when the store is external or the component
+//! that uses it is disabled, so the reconciler deletes what is no longer
+//! wanted.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
+    HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    Secret, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction,
+    Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+
+use super::{Component, child_meta, child_name, labels, owner_reference, selector_labels};
+use crate::crd::{ManagedDatabase, ManagedSearch, Marketplace};
+
+/// The PostgreSQL role every managed database is owned by.
+pub const DATABASE_USER: &str = "marketplace";
+
+/// The port of every managed PostgreSQL.
+pub const POSTGRES_PORT: i32 = 5432;
+
+/// The HTTP port of the managed Elasticsearch.
+pub const SEARCH_HTTP_PORT: i32 = 9200;
+
+/// The transport port the managed Elasticsearch nodes talk to each other on.
+pub const SEARCH_TRANSPORT_PORT: i32 = 9300;
+
+/// The port the gateway's pods listen on.
+pub const GATEWAY_PORT: i32 = 8080;
+
+// The gRPC ports of the services, in the type Kubernetes uses for ports.
+const ACCOUNT_PORT: i32 = marketplace_config::ports::ACCOUNT as i32;
+const CATALOG_PORT: i32 = marketplace_config::ports::CATALOG as i32;
+const ORDER_PORT: i32 = marketplace_config::ports::ORDER as i32;
+
+/// The uid and gid of the `postgres` user in the official PostgreSQL image.
+const POSTGRES_UID: i64 = 999;
+
+/// The uid and gid of the `elasticsearch` user in the official image.
+const ELASTICSEARCH_UID: i64 = 1000;
+
+/// The Secret keys of a managed database's credentials.
+pub mod secret_keys {
+    pub const USERNAME: &str = "username";
+    pub const PASSWORD: &str = "password";
+    pub const DATABASE: &str = "database";
+    pub const URL: &str = "url";
+}
+
+/// Where the database volume is mounted. PostgreSQL's data lives one level
+/// below (`PGDATA`), because `initdb` refuses a non-empty directory and
+/// some volumes come with a `lost+found`.
+const POSTGRES_MOUNT: &str = "/var/lib/postgresql/data";
+const POSTGRES_PGDATA: &str = "/var/lib/postgresql/data/pgdata";
+
+const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+
+/// The name of the volume claim template of every store.
+const DATA_VOLUME: &str = "data";
+
+/// The managed database of a component and the database's name, when the
+/// component runs and its database is managed.
+fn managed_database(
+    marketplace: &Marketplace,
+    component: Component,
+) -> Option<(&ManagedDatabase, &'static str)> {
+    let (service, database) = match component {
+        Component::AccountDatabase => (&marketplace.spec.account, "account"),
+        Component::OrderDatabase => (&marketplace.spec.order, "order"),
+        _ => return None,
+    };
+    if !service.enabled {
+        return None;
+    }
+    service
+        .database
+        .managed
+        .as_ref()
+        .map(|managed| (managed, database))
+}
+
+/// The managed Elasticsearch, when the catalog runs and its search store is
+/// managed.
+fn managed_search(marketplace: &Marketplace) -> Option<&ManagedSearch> {
+    let catalog = &marketplace.spec.catalog;
+    if !catalog.enabled {
+        return None;
+    }
+    catalog.search.managed.as_ref()
+}
+
+fn namespace(marketplace: &Marketplace) -> String {
+    marketplace
+        .namespace()
+        .unwrap_or_else(|| "default".to_owned())
+}
+
+/// The URL of a managed database, as the contract with the services says:
+/// `postgres://marketplace:<password>@<mp>-<db>.<namespace>.svc:5432/<database>`.
+/// The password is percent-encoded, so any generated password is safe in it.
+pub fn database_url(marketplace: &Marketplace, component: Component, password: &str) -> String {
+    let database = match component {
+        Component::OrderDatabase => "order",
+        _ => "account",
+    };
+    format!(
+        "postgres://{DATABASE_USER}:{}@{}.{}.svc:{POSTGRES_PORT}/{database}",
+        percent_encode_userinfo(password),
+        child_name(marketplace, component),
+        namespace(marketplace),
+    )
+}
+
+/// The URL of the managed Elasticsearch: `http://<mp>-search.<namespace>.svc:9200`.
+pub fn search_url(marketplace: &Marketplace) -> String {
+    format!(
+        "http://{}.{}.svc:{SEARCH_HTTP_PORT}",
+        child_name(marketplace, Component::Search),
+        namespace(marketplace),
+    )
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn percent_encode_userinfo(value: &str) -> String {
+    let mut encoded = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// The credentials Secret of a managed database (`<mp>-account-db` or
+/// `<mp>-order-db`) with the keys `username`, `password`, `database` and
+/// `url`; `None` when the database is external or its service disabled.
+///
+/// The password is generated by the caller and passed in, so this builder
+/// stays pure: the reconciler generates it once, when the Secret does not
+/// exist yet, and afterwards passes the password read back from the existing
+/// Secret. It never regenerates it, because the database was initialised
+/// with it and PostgreSQL does not read it again.
+///
+/// The values are in `data` (base64) rather than `stringData`: the API
+/// server folds `stringData` into `data` and never returns it, so applying
+/// `stringData` would differ from what is read back on every reconcile.
+pub fn database_secret(
+    marketplace: &Marketplace,
+    component: Component,
+    password: &str,
+) -> Option<Secret> {
+    let (_, database) = managed_database(marketplace, component)?;
+    let data = BTreeMap::from([
+        (secret_keys::USERNAME, DATABASE_USER.to_owned()),
+        (secret_keys::PASSWORD, password.to_owned()),
+        (secret_keys::DATABASE, database.to_owned()),
+        (
+            secret_keys::URL,
+            database_url(marketplace, component, password),
+        ),
+    ])
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), ByteString(value.into_bytes())))
+    .collect();
+    Some(Secret {
+        metadata: child_meta(marketplace, component, child_name(marketplace, component)),
+        type_: Some("Opaque".to_owned()),
+        data: Some(data),
+        ..Secret::default()
+    })
+}
+
+/// The headless Service of a managed database (`<mp>-account-db`, port 5432
+/// named `postgres`), which gives the one pod the stable DNS name the URL
+/// uses; `None` when the database is external or its service disabled.
+pub fn database_service(marketplace: &Marketplace, component: Component) -> Option<Service> {
+    managed_database(marketplace, component)?;
+    Some(Service {
+        metadata: child_meta(marketplace, component, child_name(marketplace, component)),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_owned()),
+            selector: Some(selector_labels(marketplace, component)),
+            ports: Some(vec![service_port("postgres", POSTGRES_PORT)]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    })
+}
+
+/// The PostgreSQL StatefulSet of a managed database: one replica of the
+/// spec's image, initialised from the credentials Secret, its data on a
+/// volume claim of the spec's size; `None` when the database is external or
+/// its service disabled.
+///
+/// Resources (the spec has none for stores): requests of 100m CPU and
+/// 256Mi memory, enough for a marketplace's small databases, and a 512Mi
+/// memory limit; no CPU limit, so a busy database is throttled only by
+/// contention.
+///
+/// The volume claims come from the claim template, so they are owned by the
+/// StatefulSet controller, not by the Marketplace: garbage collection of the
+/// Marketplace does not reach them, which is what keeps the data. The
+/// retention policy deletes them with the StatefulSet only when
+/// `spec.volumes.deleteWithMarketplace` is set; the reconciler is
+/// responsible for any claims left from before the policy changed.
+pub fn database_statefulset(
+    marketplace: &Marketplace,
+    component: Component,
+) -> Option<StatefulSet> {
+    let (managed, database) = managed_database(marketplace, component)?;
+    let name = child_name(marketplace, component);
+    // `-h 127.0.0.1` probes the TCP listener: during initialisation the image
+    // runs a temporary server on the Unix socket only, which must not count
+    // as ready.
+    let pg_isready = || ExecAction {
+        command: Some(
+            [
+                "pg_isready",
+                "-U",
+                DATABASE_USER,
+                "-d",
+                database,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                "5432",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ),
+    };
+    let password = EnvVar {
+        name: "POSTGRES_PASSWORD".to_owned(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: name.clone(),
+                key: secret_keys::PASSWORD.to_owned(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    let container = Container {
+        name: "postgres".to_owned(),
+        image: Some(managed.image.clone()),
+        env: Some(vec![
+            env("POSTGRES_USER", DATABASE_USER),
+            env("POSTGRES_DB", database),
+            password,
+            env("PGDATA", POSTGRES_PGDATA),
+        ]),
+        ports: Some(vec![container_port("postgres", POSTGRES_PORT)]),
+        startup_probe: Some(Probe {
+            exec: Some(pg_isready()),
+            period_seconds: Some(5),
+            timeout_seconds: Some(5),
+            // Five minutes for initdb and crash recovery on a slow volume.
+            failure_threshold: Some(60),
+            ..Probe::default()
+        }),
+        readiness_probe: Some(Probe {
+            exec: Some(pg_isready()),
+            period_seconds: Some(10),
+            timeout_seconds: Some(5),
+            failure_threshold: Some(3),
+            ..Probe::default()
+        }),
+        liveness_probe: Some(Probe {
+            exec: Some(pg_isready()),
+            period_seconds: Some(10),
+            timeout_seconds: Some(5),
+            failure_threshold: Some(6),
+            ..Probe::default()
+        }),
+        resources: Some(resources("100m", "256Mi", "512Mi")),
+        security_context: Some(container_security_context(true)),
+        volume_mounts: Some(vec![
+            volume_mount(DATA_VOLUME, POSTGRES_MOUNT),
+            // The root filesystem is read-only; PostgreSQL writes its socket
+            // and lock files here.
+            volume_mount("run", "/var/run/postgresql"),
+            volume_mount("tmp", "/tmp"),
+        ]),
+        ..Container::default()
+    };
+    Some(StatefulSet {
+        metadata: child_meta(marketplace, component, name.clone()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(1),
+            service_name: Some(name),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(marketplace, component)),
+                ..LabelSelector::default()
+            },
+            template: pod_template(
+                marketplace,
+                component,
+                PodSpec {
+                    containers: vec![container],
+                    volumes: Some(vec![empty_dir("run"), empty_dir("tmp")]),
+                    security_context: Some(pod_security_context(POSTGRES_UID)),
+                    // A clean shutdown checkpoints; a killed one replays WAL.
+                    termination_grace_period_seconds: Some(60),
+                    ..PodSpec::default()
+                },
+            ),
+            volume_claim_templates: Some(vec![volume_claim(
+                marketplace,
+                component,
+                &managed.storage,
+                managed.storage_class_name.as_deref(),
+            )]),
+            persistent_volume_claim_retention_policy: Some(retention_policy(marketplace)),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    })
+}
+
+/// The name of the headless Service the Elasticsearch nodes discover each
+/// other through: `<mp>-search-headless`.
+pub fn search_headless_service_name(marketplace: &Marketplace) -> String {
+    format!("{}-headless", child_name(marketplace, Component::Search))
+}
+
+/// The Service the catalog reaches Elasticsearch through (`<mp>-search`,
+/// port 9200 named `http`); `None` when the search store is external or the
+/// catalog disabled.
+pub fn search_service(marketplace: &Marketplace) -> Option<Service> {
+    managed_search(marketplace)?;
+    Some(Service {
+        metadata: child_meta(
+            marketplace,
+            Component::Search,
+            child_name(marketplace, Component::Search),
+        ),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(marketplace, Component::Search)),
+            ports: Some(vec![service_port("http", SEARCH_HTTP_PORT)]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    })
+}
+
+/// The headless Service of the Elasticsearch nodes (`<mp>-search-headless`,
+/// ports 9200 `http` and 9300 `transport`), the StatefulSet's governing
+/// Service and the discovery seed. It publishes nodes that are not ready,
+/// because a node becomes ready only after it has found the others.
+pub fn search_headless_service(marketplace: &Marketplace) -> Option<Service> {
+    managed_search(marketplace)?;
+    Some(Service {
+        metadata: child_meta(
+            marketplace,
+            Component::Search,
+            search_headless_service_name(marketplace),
+        ),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_owned()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector_labels(marketplace, Component::Search)),
+            ports: Some(vec![
+                service_port("http", SEARCH_HTTP_PORT),
+                service_port("transport", SEARCH_TRANSPORT_PORT),
+            ]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    })
+}
+
+/// The Elasticsearch StatefulSet of the catalog (`<mp>-search`); `None` when
+/// the search store is external or the catalog disabled.
+///
+/// - One replica runs as a single node (`discovery.type=single-node`); more
+///   discover each other through the headless Service and bootstrap with
+///   every pod as an initial master.
+/// - `node.store.allow_mmap=false` makes the node work without raising the
+///   host's `vm.max_map_count`, so no privileged init container is needed
+///   (on kind, for instance), at some cost in search speed.
+/// - Security (TLS, users) is disabled: only the catalog may reach the nodes,
+///   which the NetworkPolicies of [`network_policies`] enforce.
+/// - Resources: the heap is half the memory, so memory is requested and
+///   limited at twice the heap (1Gi for the default 512m); 250m CPU
+///   requested, no CPU limit.
+pub fn search_statefulset(marketplace: &Marketplace) -> Option<StatefulSet> {
+    let managed = managed_search(marketplace)?;
+    let name = child_name(marketplace, Component::Search);
+    let mut environment = vec![
+        env("cluster.name", &marketplace.name_any()),
+        EnvVar {
+            name: "node.name".to_owned(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".to_owned(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        },
+        env(
+            "ES_JAVA_OPTS",
+            &format!("-Xms{heap} -Xmx{heap}", heap = managed.heap),
+        ),
+        env("node.store.allow_mmap", "false"),
+        env("xpack.security.enabled", "false"),
+    ];
+    if managed.replicas <= 1 {
+        environment.push(env("discovery.type", "single-node"));
+    } else {
+        let masters: Vec<String> = (0..managed.replicas)
+            .map(|ordinal| format!("{name}-{ordinal}"))
+            .collect();
+        environment.push(env(
+            "discovery.seed_hosts",
+            &search_headless_service_name(marketplace),
+        ));
+        environment.push(env("cluster.initial_master_nodes", &masters.join(",")));
+    }
+    let memory = heap_memory(&managed.heap);
+    let container = Container {
+        name: "elasticsearch".to_owned(),
+        image: Some(managed.image.clone()),
+        env: Some(environment),
+        ports: Some(vec![
+            container_port("http", SEARCH_HTTP_PORT),
+            container_port("transport", SEARCH_TRANSPORT_PORT),
+        ]),
+        startup_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(SEARCH_HTTP_PORT),
+                ..TCPSocketAction::default()
+            }),
+            period_seconds: Some(10),
+            timeout_seconds: Some(5),
+            // Ten minutes: a JVM start with index recovery on a slow volume.
+            failure_threshold: Some(60),
+            ..Probe::default()
+        }),
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/_cluster/health?local=true".to_owned()),
+                port: IntOrString::Int(SEARCH_HTTP_PORT),
+                ..HTTPGetAction::default()
+            }),
+            period_seconds: Some(10),
+            timeout_seconds: Some(5),
+            failure_threshold: Some(3),
+            ..Probe::default()
+        }),
+        // Liveness only asks whether the process listens: a red cluster is
+        // not cured by restarting a node.
+        liveness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(SEARCH_HTTP_PORT),
+                ..TCPSocketAction::default()
+            }),
+            period_seconds: Some(20),
+            timeout_seconds: Some(5),
+            failure_threshold: Some(6),
+            ..Probe::default()
+        }),
+        resources: Some(match &memory {
+            Some(memory) => resources("250m", &memory.0, &memory.0),
+            None => ResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "cpu".to_owned(),
+                    Quantity("250m".to_owned()),
+                )])),
+                ..ResourceRequirements::default()
+            },
+        }),
+        // Elasticsearch writes its keystore, logs and temporary files under
+        // its home directory, so the root filesystem stays writable.
+        security_context: Some(container_security_context(false)),
+        volume_mounts: Some(vec![volume_mount(
+            DATA_VOLUME,
+            "/usr/share/elasticsearch/data",
+        )]),
+        ..Container::default()
+    };
+    Some(StatefulSet {
+        metadata: child_meta(marketplace, Component::Search, name),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(managed.replicas),
+            service_name: Some(search_headless_service_name(marketplace)),
+            // All nodes start together: each waits for the others to elect
+            // a master before it becomes ready.
+            pod_management_policy: Some("Parallel".to_owned()),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(marketplace, Component::Search)),
+                ..LabelSelector::default()
+            },
+            template: pod_template(
+                marketplace,
+                Component::Search,
+                PodSpec {
+                    containers: vec![container],
+                    security_context: Some(pod_security_context(ELASTICSEARCH_UID)),
+                    termination_grace_period_seconds: Some(120),
+                    ..PodSpec::default()
+                },
+            ),
+            volume_claim_templates: Some(vec![volume_claim(
+                marketplace,
+                Component::Search,
+                &managed.storage,
+                managed.storage_class_name.as_deref(),
+            )]),
+            persistent_volume_claim_retention_policy: Some(retention_policy(marketplace)),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    })
+}
+
+/// The memory of an Elasticsearch node: twice its heap (`512m` -> `1024Mi`,
+/// `2g` -> `4Gi`); `None` for a heap the schema would refuse.
+fn heap_memory(heap: &str) -> Option<Quantity> {
+    let (digits, unit) = heap.split_at(heap.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    let unit = match unit {
+        "m" => "Mi",
+        "g" => "Gi",
+        _ => return None,
+    };
+    Some(Quantity(format!("{}{unit}", amount.checked_mul(2)?)))
+}
+
+/// The NetworkPolicies of a marketplace: ingress to every one of its pods is
+/// denied unless a policy below allows it.
+///
+/// - the gateway: from anywhere, on its HTTP port;
+/// - account: from the gateway and order; catalog: from the gateway and
+///   order; order: from the gateway;
+/// - each managed database: only from its service; the managed
+///   Elasticsearch: HTTP only from the catalog, transport from its own nodes.
+///
+/// Policies are made for the components that run (and the stores that are
+/// managed). Prometheus scraping of the metrics ports is not allowed yet:
+/// the monitoring builders add that.
+pub fn network_policies(marketplace: &Marketplace) -> Vec<NetworkPolicy> {
+    let spec = &marketplace.spec;
+    let mut policies = vec![default_deny(marketplace)];
+    if spec.gateway.enabled {
+        policies.push(allow(
+            marketplace,
+            Component::Gateway,
+            vec![NetworkPolicyIngressRule {
+                from: None,
+                ports: Some(vec![policy_port(GATEWAY_PORT)]),
+            }],
+        ));
+    }
+    if spec.account.enabled {
+        policies.push(allow(
+            marketplace,
+            Component::Account,
+            vec![from(
+                marketplace,
+                &[Component::Gateway, Component::Order],
+                ACCOUNT_PORT,
+            )],
+        ));
+    }
+    if spec.catalog.enabled {
+        policies.push(allow(
+            marketplace,
+            Component::Catalog,
+            vec![from(
+                marketplace,
+                &[Component::Gateway, Component::Order],
+                CATALOG_PORT,
+            )],
+        ));
+    }
+    if spec.order.enabled {
+        policies.push(allow(
+            marketplace,
+            Component::Order,
+            vec![from(marketplace, &[Component::Gateway], ORDER_PORT)],
+        ));
+    }
+    for (database, service) in [
+        (Component::AccountDatabase, Component::Account),
+        (Component::OrderDatabase, Component::Order),
+    ] {
+        if managed_database(marketplace, database).is_some() {
+            policies.push(allow(
+                marketplace,
+                database,
+                vec![from(marketplace, &[service], POSTGRES_PORT)],
+            ));
+        }
+    }
+    if managed_search(marketplace).is_some() {
+        policies.push(allow(
+            marketplace,
+            Component::Search,
+            vec![
+                from(marketplace, &[Component::Catalog], SEARCH_HTTP_PORT),
+                from(marketplace, &[Component::Search], SEARCH_TRANSPORT_PORT),
+            ],
+        ));
+    }
+    policies
+}
+
+/// The policy that selects every pod of the marketplace and allows nothing,
+/// so only what the per-component policies allow gets in.
+fn default_deny(marketplace: &Marketplace) -> NetworkPolicy {
+    // It belongs to no one component, so it carries every label but that.
+    let mut instance_labels = labels(marketplace, Component::Gateway);
+    instance_labels.remove(COMPONENT_LABEL);
+    let mut pod_labels = selector_labels(marketplace, Component::Gateway);
+    pod_labels.remove(COMPONENT_LABEL);
+    NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some(format!("{}-default-deny", marketplace.name_any())),
+            namespace: marketplace.namespace(),
+            labels: Some(instance_labels),
+            owner_references: owner_reference(marketplace).map(|owner| vec![owner]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(pod_labels),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: None,
+            egress: None,
+        }),
+    }
+}
+
+fn allow(
+    marketplace: &Marketplace,
+    component: Component,
+    ingress: Vec<NetworkPolicyIngressRule>,
+) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: child_meta(marketplace, component, child_name(marketplace, component)),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(marketplace, component)),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: Some(ingress),
+            egress: None,
+        }),
+    }
+}
+
+/// Ingress on one port from the pods of some components of the same
+/// marketplace (a peer without a namespace selector is in the policy's
+/// namespace).
+fn from(marketplace: &Marketplace, callers: &[Component], port: i32) -> NetworkPolicyIngressRule {
+    NetworkPolicyIngressRule {
+        from: Some(
+            callers
+                .iter()
+                .map(|caller| NetworkPolicyPeer {
+                    pod_selector: Some(LabelSelector {
+                        match_labels: Some(selector_labels(marketplace, *caller)),
+                        ..LabelSelector::default()
+                    }),
+                    ..NetworkPolicyPeer::default()
+                })
+                .collect(),
+        ),
+        ports: Some(vec![policy_port(port)]),
+    }
+}
+
+fn policy_port(port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        protocol: Some("TCP".to_owned()),
+        port: Some(IntOrString::Int(port)),
+        end_port: None,
+    }
+}
+
+/// Claims are kept when the StatefulSet goes (with the Marketplace, or when
+/// its component is disabled) unless the spec asks for them to go too;
+/// scaling down always keeps them, so scaling up again finds the data.
+fn retention_policy(marketplace: &Marketplace) -> StatefulSetPersistentVolumeClaimRetentionPolicy {
+    let when_deleted = if marketplace.spec.volumes.delete_with_marketplace {
+        "Delete"
+    } else {
+        "Retain"
+    };
+    StatefulSetPersistentVolumeClaimRetentionPolicy {
+        when_deleted: Some(when_deleted.to_owned()),
+        when_scaled: Some("Retain".to_owned()),
+    }
+}
+
+/// The `data` claim template. Its metadata carries the labels (so the
+/// claims can be found by instance) but no owner reference: the
+/// StatefulSet controller owns the claims, as the retention policy says.
+fn volume_claim(
+    marketplace: &Marketplace,
+    component: Component,
+    storage: &Quantity,
+    storage_class_name: Option<&str>,
+) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.to_owned()),
+            labels: Some(labels(marketplace, component)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            storage_class_name: storage_class_name.map(str::to_owned),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_owned(), storage.clone())])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+fn pod_template(marketplace: &Marketplace, component: Component, spec: PodSpec) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels(marketplace, component)),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            // The stores call no Kubernetes API.
+            automount_service_account_token: Some(false),
+            ..spec
+        }),
+    }
+}
+
+/// Non-root as the image's own user, with the volume group-owned by it so
+/// the user can write to a fresh volume.
+fn pod_security_context(uid: i64) -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        fs_group: Some(uid),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..PodSecurityContext::default()
+    }
+}
+
+fn container_security_context(read_only_root_filesystem: bool) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(read_only_root_filesystem),
+        run_as_non_root: Some(true),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..SecurityContext::default()
+    }
+}
+
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".to_owned(),
+        localhost_profile: None,
+    }
+}
+
+fn resources(cpu: &str, memory_request: &str, memory_limit: &str) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory_request.to_owned())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_owned(),
+            Quantity(memory_limit.to_owned()),
+        )])),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        ..EnvVar::default()
+    }
+}
+
+fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: port,
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    }
+}
+
+fn service_port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_owned()),
+        port,
+        target_port: Some(IntOrString::String(name.to_owned())),
+        protocol: Some("TCP".to_owned()),
+        ..ServicePort::default()
+    }
+}
+
+fn volume_mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        ..VolumeMount::default()
+    }
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
