@@ -853,3 +853,760 @@ fn empty_dir(name: &str) -> Volume {
         ..Volume::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::builders::fixtures;
+    use crate::crd::{
+        Database, ExternalDatabase, ExternalSearch, MarketplaceSpec, Search, SecretKeyRef,
+    };
+
+    fn default_marketplace() -> Marketplace {
+        fixtures::marketplace(MarketplaceSpec::default())
+    }
+
+    fn external_database() -> Database {
+        Database {
+            managed: None,
+            external: Some(ExternalDatabase {
+                secret_ref: SecretKeyRef {
+                    name: "orders".to_owned(),
+                    key: "url".to_owned(),
+                },
+            }),
+        }
+    }
+
+    fn managed_search_with(replicas: i32, heap: &str) -> Marketplace {
+        let mut spec = MarketplaceSpec::default();
+        let managed = spec.catalog.search.managed.as_mut().unwrap();
+        managed.replicas = replicas;
+        managed.heap = heap.to_owned();
+        fixtures::marketplace(spec)
+    }
+
+    fn secret_value(secret: &Secret, key: &str) -> String {
+        String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
+    }
+
+    fn pod_spec(statefulset: &StatefulSet) -> &PodSpec {
+        statefulset
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+    }
+
+    fn container(statefulset: &StatefulSet) -> &Container {
+        &pod_spec(statefulset).containers[0]
+    }
+
+    fn env_value<'a>(container: &'a Container, name: &str) -> Option<&'a str> {
+        container
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|var| var.name == name)
+            .and_then(|var| var.value.as_deref())
+    }
+
+    fn claim_template(statefulset: &StatefulSet) -> &PersistentVolumeClaim {
+        &statefulset
+            .spec
+            .as_ref()
+            .unwrap()
+            .volume_claim_templates
+            .as_ref()
+            .unwrap()[0]
+    }
+
+    fn storage_request(claim: &PersistentVolumeClaim) -> &Quantity {
+        &claim
+            .spec
+            .as_ref()
+            .unwrap()
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"]
+    }
+
+    fn ports(service: &Service) -> Vec<(String, i32)> {
+        service
+            .spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|port| (port.name.clone().unwrap(), port.port))
+            .collect()
+    }
+
+    fn assert_restricted(statefulset: &StatefulSet, uid: i64) {
+        let pod = pod_spec(statefulset).security_context.as_ref().unwrap();
+        assert_eq!(pod.run_as_non_root, Some(true));
+        assert_eq!(pod.run_as_user, Some(uid));
+        assert_eq!(pod.fs_group, Some(uid));
+        assert_eq!(
+            pod.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        let container = container(statefulset).security_context.as_ref().unwrap();
+        assert_eq!(container.allow_privilege_escalation, Some(false));
+        assert_eq!(container.run_as_non_root, Some(true));
+        assert_eq!(
+            container.capabilities.as_ref().unwrap().drop,
+            Some(vec!["ALL".to_owned()])
+        );
+        assert_eq!(
+            container.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+    }
+
+    #[test]
+    fn a_managed_database_gets_a_secret_with_the_contracted_keys_and_url() {
+        let marketplace = default_marketplace();
+
+        let secret = database_secret(&marketplace, Component::AccountDatabase, "s3cret").unwrap();
+
+        assert_eq!(secret.metadata.name.as_deref(), Some("shop-account-db"));
+        assert_eq!(secret.metadata.namespace.as_deref(), Some("team-a"));
+        assert!(secret.metadata.owner_references.is_some());
+        assert_eq!(secret.string_data, None);
+        assert_eq!(secret_value(&secret, "username"), "marketplace");
+        assert_eq!(secret_value(&secret, "password"), "s3cret");
+        assert_eq!(secret_value(&secret, "database"), "account");
+        assert_eq!(
+            secret_value(&secret, "url"),
+            "postgres://marketplace:s3cret@shop-account-db.team-a.svc:5432/account"
+        );
+    }
+
+    #[test]
+    fn the_order_database_secret_names_the_order_database() {
+        let marketplace = default_marketplace();
+
+        let secret = database_secret(&marketplace, Component::OrderDatabase, "pw").unwrap();
+
+        assert_eq!(secret.metadata.name.as_deref(), Some("shop-order-db"));
+        assert_eq!(secret_value(&secret, "database"), "order");
+        assert_eq!(
+            secret_value(&secret, "url"),
+            "postgres://marketplace:pw@shop-order-db.team-a.svc:5432/order"
+        );
+    }
+
+    #[test]
+    fn a_password_with_reserved_characters_is_percent_encoded_in_the_url_only() {
+        let marketplace = default_marketplace();
+
+        let secret = database_secret(&marketplace, Component::AccountDatabase, "a@b/c:d%").unwrap();
+
+        assert_eq!(secret_value(&secret, "password"), "a@b/c:d%");
+        assert_eq!(
+            secret_value(&secret, "url"),
+            "postgres://marketplace:a%40b%2Fc%3Ad%25@shop-account-db.team-a.svc:5432/account"
+        );
+    }
+
+    #[test]
+    fn an_external_database_gets_no_secret_service_or_statefulset() {
+        let marketplace = fixtures::marketplace(MarketplaceSpec {
+            order: crate::crd::DatabaseComponent {
+                database: external_database(),
+                ..Default::default()
+            },
+            ..MarketplaceSpec::default()
+        });
+
+        assert_eq!(
+            database_secret(&marketplace, Component::OrderDatabase, "pw"),
+            None
+        );
+        assert_eq!(
+            database_service(&marketplace, Component::OrderDatabase),
+            None
+        );
+        assert_eq!(
+            database_statefulset(&marketplace, Component::OrderDatabase),
+            None
+        );
+        assert!(database_statefulset(&marketplace, Component::AccountDatabase).is_some());
+    }
+
+    #[test]
+    fn a_disabled_service_gets_no_database() {
+        let mut spec = MarketplaceSpec::default();
+        spec.account.enabled = false;
+        let marketplace = fixtures::marketplace(spec);
+
+        assert_eq!(
+            database_secret(&marketplace, Component::AccountDatabase, "pw"),
+            None
+        );
+        assert_eq!(
+            database_service(&marketplace, Component::AccountDatabase),
+            None
+        );
+        assert_eq!(
+            database_statefulset(&marketplace, Component::AccountDatabase),
+            None
+        );
+        assert!(database_statefulset(&marketplace, Component::OrderDatabase).is_some());
+    }
+
+    #[test]
+    fn only_database_components_have_databases() {
+        let marketplace = default_marketplace();
+
+        for component in [
+            Component::Gateway,
+            Component::Account,
+            Component::Catalog,
+            Component::Order,
+            Component::Search,
+        ] {
+            assert_eq!(database_secret(&marketplace, component, "pw"), None);
+            assert_eq!(database_statefulset(&marketplace, component), None);
+        }
+    }
+
+    #[test]
+    fn the_database_service_is_headless_on_port_5432() {
+        let marketplace = default_marketplace();
+
+        let service = database_service(&marketplace, Component::AccountDatabase).unwrap();
+
+        assert_eq!(service.metadata.name.as_deref(), Some("shop-account-db"));
+        let spec = service.spec.as_ref().unwrap();
+        assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(
+            spec.selector.as_ref().unwrap(),
+            &selector_labels(&marketplace, Component::AccountDatabase)
+        );
+        assert_eq!(ports(&service), [("postgres".to_owned(), 5432)]);
+    }
+
+    #[test]
+    fn the_database_runs_one_postgres_from_the_spec_image_with_credentials_from_the_secret() {
+        let mut spec = MarketplaceSpec::default();
+        spec.order.database.managed.as_mut().unwrap().image = "postgres:16".to_owned();
+        let marketplace = fixtures::marketplace(spec);
+
+        let statefulset = database_statefulset(&marketplace, Component::OrderDatabase).unwrap();
+
+        assert_eq!(statefulset.metadata.name.as_deref(), Some("shop-order-db"));
+        let spec = statefulset.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(1));
+        assert_eq!(spec.service_name.as_deref(), Some("shop-order-db"));
+        assert_eq!(
+            spec.selector.match_labels.as_ref().unwrap(),
+            &selector_labels(&marketplace, Component::OrderDatabase)
+        );
+        let template_labels = spec.template.metadata.as_ref().unwrap().labels.as_ref();
+        assert_eq!(
+            template_labels.unwrap(),
+            &labels(&marketplace, Component::OrderDatabase)
+        );
+        let postgres = container(&statefulset);
+        assert_eq!(postgres.image.as_deref(), Some("postgres:16"));
+        assert_eq!(env_value(postgres, "POSTGRES_USER"), Some("marketplace"));
+        assert_eq!(env_value(postgres, "POSTGRES_DB"), Some("order"));
+        assert_eq!(
+            env_value(postgres, "PGDATA"),
+            Some("/var/lib/postgresql/data/pgdata")
+        );
+        let password = postgres
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|var| var.name == "POSTGRES_PASSWORD")
+            .unwrap();
+        assert_eq!(password.value, None);
+        let secret_ref = password
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(secret_ref.name, "shop-order-db");
+        assert_eq!(secret_ref.key, "password");
+        let data_mount = postgres
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|mount| mount.name == "data")
+            .unwrap();
+        assert_eq!(data_mount.mount_path, "/var/lib/postgresql/data");
+    }
+
+    #[test]
+    fn the_database_is_probed_with_pg_isready_for_its_own_database() {
+        let marketplace = default_marketplace();
+
+        let statefulset = database_statefulset(&marketplace, Component::AccountDatabase).unwrap();
+
+        let postgres = container(&statefulset);
+        for probe in [
+            &postgres.startup_probe,
+            &postgres.readiness_probe,
+            &postgres.liveness_probe,
+        ] {
+            let command = probe
+                .as_ref()
+                .unwrap()
+                .exec
+                .as_ref()
+                .unwrap()
+                .command
+                .as_ref()
+                .unwrap();
+            assert_eq!(
+                command[..5],
+                ["pg_isready", "-U", "marketplace", "-d", "account"]
+            );
+        }
+        let startup = postgres.startup_probe.as_ref().unwrap();
+        assert!(startup.period_seconds.unwrap() * startup.failure_threshold.unwrap() >= 300);
+    }
+
+    #[test]
+    fn the_database_has_default_resources_and_a_restricted_security_context() {
+        let marketplace = default_marketplace();
+
+        let statefulset = database_statefulset(&marketplace, Component::AccountDatabase).unwrap();
+
+        assert_restricted(&statefulset, 999);
+        let resources = container(&statefulset).resources.as_ref().unwrap();
+        let requests = resources.requests.as_ref().unwrap();
+        assert_eq!(requests["cpu"], Quantity("100m".to_owned()));
+        assert_eq!(requests["memory"], Quantity("256Mi".to_owned()));
+        assert_eq!(
+            resources.limits.as_ref().unwrap()["memory"],
+            Quantity("512Mi".to_owned())
+        );
+        assert_eq!(
+            container(&statefulset)
+                .security_context
+                .as_ref()
+                .unwrap()
+                .read_only_root_filesystem,
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn the_database_claim_template_has_the_spec_size_and_storage_class() {
+        let mut spec = MarketplaceSpec::default();
+        let managed = spec.account.database.managed.as_mut().unwrap();
+        managed.storage = Quantity("20Gi".to_owned());
+        managed.storage_class_name = Some("fast-ssd".to_owned());
+        let marketplace = fixtures::marketplace(spec);
+
+        let statefulset = database_statefulset(&marketplace, Component::AccountDatabase).unwrap();
+
+        let claim = claim_template(&statefulset);
+        assert_eq!(claim.metadata.name.as_deref(), Some("data"));
+        assert_eq!(claim.metadata.owner_references, None);
+        assert_eq!(storage_request(claim), &Quantity("20Gi".to_owned()));
+        let claim_spec = claim.spec.as_ref().unwrap();
+        assert_eq!(claim_spec.storage_class_name.as_deref(), Some("fast-ssd"));
+        assert_eq!(
+            claim_spec.access_modes,
+            Some(vec!["ReadWriteOnce".to_owned()])
+        );
+    }
+
+    #[test]
+    fn without_a_storage_class_the_claim_uses_the_cluster_default() {
+        let marketplace = default_marketplace();
+
+        let statefulset = database_statefulset(&marketplace, Component::OrderDatabase).unwrap();
+
+        let claim = claim_template(&statefulset);
+        assert_eq!(storage_request(claim), &Quantity("1Gi".to_owned()));
+        assert_eq!(claim.spec.as_ref().unwrap().storage_class_name, None);
+    }
+
+    #[test]
+    fn volume_claims_are_retained_unless_the_spec_deletes_them_with_the_marketplace() {
+        let kept = default_marketplace();
+        let mut spec = MarketplaceSpec::default();
+        spec.volumes.delete_with_marketplace = true;
+        let deleted = fixtures::marketplace(spec);
+
+        for (marketplace, when_deleted) in [(&kept, "Retain"), (&deleted, "Delete")] {
+            for statefulset in [
+                database_statefulset(marketplace, Component::AccountDatabase).unwrap(),
+                database_statefulset(marketplace, Component::OrderDatabase).unwrap(),
+                search_statefulset(marketplace).unwrap(),
+            ] {
+                let policy = statefulset
+                    .spec
+                    .unwrap()
+                    .persistent_volume_claim_retention_policy
+                    .unwrap();
+                assert_eq!(policy.when_deleted.as_deref(), Some(when_deleted));
+                assert_eq!(policy.when_scaled.as_deref(), Some("Retain"));
+            }
+        }
+    }
+
+    #[test]
+    fn external_search_gets_no_elasticsearch() {
+        let marketplace = fixtures::marketplace(MarketplaceSpec {
+            catalog: crate::crd::Catalog {
+                search: Search {
+                    managed: None,
+                    external: Some(ExternalSearch {
+                        url: "http://es.search:9200".to_owned(),
+                    }),
+                },
+                ..Default::default()
+            },
+            ..MarketplaceSpec::default()
+        });
+
+        assert_eq!(search_statefulset(&marketplace), None);
+        assert_eq!(search_service(&marketplace), None);
+        assert_eq!(search_headless_service(&marketplace), None);
+    }
+
+    #[test]
+    fn a_disabled_catalog_gets_no_elasticsearch() {
+        let mut spec = MarketplaceSpec::default();
+        spec.catalog.enabled = false;
+        let marketplace = fixtures::marketplace(spec);
+
+        assert_eq!(search_statefulset(&marketplace), None);
+        assert_eq!(search_service(&marketplace), None);
+        assert_eq!(search_headless_service(&marketplace), None);
+    }
+
+    #[test]
+    fn the_search_services_expose_http_and_the_headless_one_transport_too() {
+        let marketplace = default_marketplace();
+
+        let service = search_service(&marketplace).unwrap();
+        let headless = search_headless_service(&marketplace).unwrap();
+
+        assert_eq!(service.metadata.name.as_deref(), Some("shop-search"));
+        assert_eq!(service.spec.as_ref().unwrap().cluster_ip, None);
+        assert_eq!(ports(&service), [("http".to_owned(), 9200)]);
+        assert_eq!(
+            headless.metadata.name.as_deref(),
+            Some("shop-search-headless")
+        );
+        let headless_spec = headless.spec.as_ref().unwrap();
+        assert_eq!(headless_spec.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(headless_spec.publish_not_ready_addresses, Some(true));
+        assert_eq!(
+            ports(&headless),
+            [("http".to_owned(), 9200), ("transport".to_owned(), 9300)]
+        );
+        for spec in [service.spec.as_ref().unwrap(), headless_spec] {
+            assert_eq!(
+                spec.selector.as_ref().unwrap(),
+                &selector_labels(&marketplace, Component::Search)
+            );
+        }
+        assert_eq!(
+            search_url(&marketplace),
+            "http://shop-search.team-a.svc:9200"
+        );
+    }
+
+    #[test]
+    fn one_elasticsearch_node_runs_as_a_single_node_cluster() {
+        let marketplace = managed_search_with(1, "512m");
+
+        let statefulset = search_statefulset(&marketplace).unwrap();
+
+        assert_eq!(statefulset.metadata.name.as_deref(), Some("shop-search"));
+        let spec = statefulset.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(1));
+        assert_eq!(spec.service_name.as_deref(), Some("shop-search-headless"));
+        let elasticsearch = container(&statefulset);
+        assert_eq!(
+            elasticsearch.image.as_deref(),
+            Some(crate::crd::DEFAULT_ELASTICSEARCH_IMAGE)
+        );
+        assert_eq!(env_value(elasticsearch, "cluster.name"), Some("shop"));
+        assert_eq!(
+            env_value(elasticsearch, "discovery.type"),
+            Some("single-node")
+        );
+        assert_eq!(env_value(elasticsearch, "discovery.seed_hosts"), None);
+        assert_eq!(
+            env_value(elasticsearch, "cluster.initial_master_nodes"),
+            None
+        );
+        assert_eq!(
+            env_value(elasticsearch, "node.store.allow_mmap"),
+            Some("false")
+        );
+        assert_eq!(
+            env_value(elasticsearch, "xpack.security.enabled"),
+            Some("false")
+        );
+    }
+
+    #[test]
+    fn three_elasticsearch_nodes_discover_each_other_through_the_headless_service() {
+        let marketplace = managed_search_with(3, "512m");
+
+        let statefulset = search_statefulset(&marketplace).unwrap();
+
+        assert_eq!(statefulset.spec.as_ref().unwrap().replicas, Some(3));
+        let elasticsearch = container(&statefulset);
+        assert_eq!(env_value(elasticsearch, "discovery.type"), None);
+        assert_eq!(
+            env_value(elasticsearch, "discovery.seed_hosts"),
+            Some("shop-search-headless")
+        );
+        assert_eq!(
+            env_value(elasticsearch, "cluster.initial_master_nodes"),
+            Some("shop-search-0,shop-search-1,shop-search-2")
+        );
+        let node_name = elasticsearch
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|var| var.name == "node.name")
+            .unwrap();
+        assert_eq!(
+            node_name
+                .value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "metadata.name"
+        );
+    }
+
+    #[test]
+    fn the_heap_sets_the_jvm_options_and_twice_the_heap_in_memory() {
+        for (heap, memory) in [("512m", "1024Mi"), ("2g", "4Gi")] {
+            let marketplace = managed_search_with(1, heap);
+
+            let statefulset = search_statefulset(&marketplace).unwrap();
+
+            let elasticsearch = container(&statefulset);
+            assert_eq!(
+                env_value(elasticsearch, "ES_JAVA_OPTS"),
+                Some(format!("-Xms{heap} -Xmx{heap}").as_str())
+            );
+            let resources = elasticsearch.resources.as_ref().unwrap();
+            let memory = Quantity(memory.to_owned());
+            assert_eq!(resources.requests.as_ref().unwrap()["memory"], memory);
+            assert_eq!(resources.limits.as_ref().unwrap()["memory"], memory);
+        }
+    }
+
+    #[test]
+    fn a_heap_the_schema_would_refuse_sets_no_memory() {
+        assert_eq!(heap_memory("512"), None);
+        assert_eq!(heap_memory("m"), None);
+        assert_eq!(heap_memory(""), None);
+        assert_eq!(heap_memory("1k"), None);
+    }
+
+    #[test]
+    fn elasticsearch_is_probed_over_http_and_given_time_to_start() {
+        let marketplace = default_marketplace();
+
+        let statefulset = search_statefulset(&marketplace).unwrap();
+
+        let elasticsearch = container(&statefulset);
+        let readiness = elasticsearch
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            readiness.path.as_deref(),
+            Some("/_cluster/health?local=true")
+        );
+        assert_eq!(readiness.port, IntOrString::Int(9200));
+        let startup = elasticsearch.startup_probe.as_ref().unwrap();
+        assert!(startup.period_seconds.unwrap() * startup.failure_threshold.unwrap() >= 300);
+        assert!(elasticsearch.liveness_probe.is_some());
+    }
+
+    #[test]
+    fn elasticsearch_runs_restricted_as_its_image_user_on_a_claim_of_the_spec_size() {
+        let mut spec = MarketplaceSpec::default();
+        let managed = spec.catalog.search.managed.as_mut().unwrap();
+        managed.storage = Quantity("5Gi".to_owned());
+        managed.storage_class_name = Some("standard".to_owned());
+        let marketplace = fixtures::marketplace(spec);
+
+        let statefulset = search_statefulset(&marketplace).unwrap();
+
+        assert_restricted(&statefulset, 1000);
+        assert!(
+            pod_spec(&statefulset).init_containers.is_none(),
+            "no privileged sysctl init container"
+        );
+        let claim = claim_template(&statefulset);
+        assert_eq!(storage_request(claim), &Quantity("5Gi".to_owned()));
+        assert_eq!(
+            claim.spec.as_ref().unwrap().storage_class_name.as_deref(),
+            Some("standard")
+        );
+    }
+
+    fn policy<'a>(policies: &'a [NetworkPolicy], name: &str) -> Option<&'a NetworkPolicy> {
+        policies
+            .iter()
+            .find(|policy| policy.metadata.name.as_deref() == Some(name))
+    }
+
+    /// The components each ingress rule of a policy admits, with its port.
+    fn admitted(policy: &NetworkPolicy) -> Vec<(Option<Vec<String>>, i32)> {
+        policy
+            .spec
+            .as_ref()
+            .unwrap()
+            .ingress
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|rule| {
+                let callers = rule.from.as_ref().map(|peers| {
+                    peers
+                        .iter()
+                        .map(|peer| {
+                            let labels = peer
+                                .pod_selector
+                                .as_ref()
+                                .unwrap()
+                                .match_labels
+                                .as_ref()
+                                .unwrap();
+                            assert_eq!(labels["app.kubernetes.io/instance"], "shop");
+                            assert_eq!(peer.namespace_selector, None);
+                            labels["app.kubernetes.io/component"].clone()
+                        })
+                        .collect()
+                });
+                let ports = rule.ports.as_ref().unwrap();
+                assert_eq!(ports.len(), 1);
+                let Some(IntOrString::Int(port)) = ports[0].port else {
+                    panic!("a numeric port");
+                };
+                (callers, port)
+            })
+            .collect()
+    }
+
+    fn names(components: &[&str]) -> Option<Vec<String>> {
+        Some(components.iter().map(|&name| name.to_owned()).collect())
+    }
+
+    #[test]
+    fn every_pod_of_the_marketplace_is_denied_ingress_by_default() {
+        let marketplace = default_marketplace();
+
+        let policies = network_policies(&marketplace);
+
+        let deny = policy(&policies, "shop-default-deny").unwrap();
+        assert_eq!(deny.metadata.namespace.as_deref(), Some("team-a"));
+        assert!(deny.metadata.owner_references.is_some());
+        let labels = deny.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["app.kubernetes.io/instance"], "shop");
+        assert!(!labels.contains_key("app.kubernetes.io/component"));
+        let spec = deny.spec.as_ref().unwrap();
+        let selector = spec.pod_selector.as_ref().unwrap().match_labels.as_ref();
+        assert_eq!(
+            selector.unwrap(),
+            &BTreeMap::from([
+                (
+                    "app.kubernetes.io/name".to_owned(),
+                    "marketplace".to_owned()
+                ),
+                ("app.kubernetes.io/instance".to_owned(), "shop".to_owned()),
+            ])
+        );
+        assert_eq!(spec.policy_types, Some(vec!["Ingress".to_owned()]));
+        assert_eq!(spec.ingress, None);
+    }
+
+    #[test]
+    fn each_service_is_reachable_only_from_its_callers_and_each_store_from_its_service() {
+        let marketplace = default_marketplace();
+
+        let policies = network_policies(&marketplace);
+
+        assert_eq!(policies.len(), 8);
+        let expected = [
+            ("shop-gateway", vec![(None, 8080)]),
+            ("shop-account", vec![(names(&["gateway", "order"]), 8081)]),
+            ("shop-catalog", vec![(names(&["gateway", "order"]), 8082)]),
+            ("shop-order", vec![(names(&["gateway"]), 8083)]),
+            ("shop-account-db", vec![(names(&["account"]), 5432)]),
+            ("shop-order-db", vec![(names(&["order"]), 5432)]),
+            (
+                "shop-search",
+                vec![(names(&["catalog"]), 9200), (names(&["search"]), 9300)],
+            ),
+        ];
+        for (name, rules) in expected {
+            let policy = policy(&policies, name).unwrap();
+            let component = name.trim_start_matches("shop-");
+            let selector = policy.spec.as_ref().unwrap().pod_selector.as_ref();
+            assert_eq!(
+                selector.unwrap().match_labels.as_ref().unwrap()["app.kubernetes.io/component"],
+                component
+            );
+            assert_eq!(admitted(policy), rules, "{name}");
+        }
+    }
+
+    #[test]
+    fn disabled_components_and_external_stores_get_no_policy() {
+        let mut spec = MarketplaceSpec::default();
+        spec.gateway.enabled = false;
+        spec.catalog.enabled = false;
+        spec.order.database = external_database();
+        let marketplace = fixtures::marketplace(spec);
+
+        let policies = network_policies(&marketplace);
+
+        let mut names: Vec<&str> = policies
+            .iter()
+            .map(|policy| policy.metadata.name.as_deref().unwrap())
+            .collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "shop-account",
+                "shop-account-db",
+                "shop-default-deny",
+                "shop-order"
+            ]
+        );
+    }
+}
