@@ -218,12 +218,14 @@ pub fn database_service(marketplace: &Marketplace, component: Component) -> Opti
 /// memory limit; no CPU limit, so a busy database is throttled only by
 /// contention.
 ///
-/// The volume claims come from the claim template, so they are owned by the
-/// StatefulSet controller, not by the Marketplace: garbage collection of the
-/// Marketplace does not reach them, which is what keeps the data. The
-/// retention policy deletes them with the StatefulSet only when
-/// `spec.volumes.deleteWithMarketplace` is set; the reconciler is
-/// responsible for any claims left from before the policy changed.
+/// The volume claims come from the claim template, so the StatefulSet
+/// controller makes them and the Marketplace does not own them: garbage
+/// collection of the Marketplace does not reach them, which is what keeps
+/// the data. With `spec.volumes.deleteWithMarketplace` the retention policy
+/// has the StatefulSet controller make the StatefulSet their owner, so they
+/// go with it. The reconciler still owns the rest of that promise: claims
+/// whose StatefulSet is already gone (the policy changed afterwards, or a
+/// cluster that ignores the policy) are its to delete by label.
 pub fn database_statefulset(
     marketplace: &Marketplace,
     component: Component,
