@@ -28,7 +28,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use marketplace_config::{env, ports};
 
-use super::{Component, child_meta, child_name, labels, selector_labels};
+use super::{Component, child_meta, child_name, labels, selector_labels, stores};
 use crate::crd::{Database, Marketplace, PullPolicy, Search};
 
 /// The name of the one container of every service pod.
@@ -46,13 +46,6 @@ pub const DEFAULT_CPU_REQUEST: &str = "50m";
 
 /// The memory request of a service pod whose spec gives no resources.
 pub const DEFAULT_MEMORY_REQUEST: &str = "64Mi";
-
-/// The key of a managed database's Secret that holds its URL (the contract
-/// with the stores builder).
-const DATABASE_URL_KEY: &str = "url";
-
-/// The port of a managed Elasticsearch's Service.
-const SEARCH_PORT: u16 = 9200;
 
 /// How long (in probe periods) a starting pod may take before the kubelet
 /// restarts it: migrations and index creation at start-up wait for a store
@@ -327,7 +320,10 @@ fn database_url(
             external.secret_ref.name.clone(),
             external.secret_ref.key.clone(),
         ),
-        None => (child_name(marketplace, store), DATABASE_URL_KEY.to_owned()),
+        None => (
+            child_name(marketplace, store),
+            stores::secret_keys::URL.to_owned(),
+        ),
     };
     EnvVar {
         name: name.to_owned(),
@@ -347,10 +343,7 @@ fn database_url(
 fn search_url(marketplace: &Marketplace, search: &Search) -> String {
     match &search.external {
         Some(external) => external.url.clone(),
-        None => format!(
-            "http://{}:{SEARCH_PORT}",
-            service_host(marketplace, &child_name(marketplace, Component::Search))
-        ),
+        None => stores::search_url(marketplace),
     }
 }
 
