@@ -1,8 +1,9 @@
-//! The Marketplace operator: the `Marketplace` custom resource and (later)
-//! the reconciler that runs a marketplace from it.
+//! The Marketplace operator: the `Marketplace` custom resource and the
+//! reconciler that runs a marketplace from it.
 
 pub mod builders;
 pub mod crd;
+pub mod reconcile;
 
 /// The generated CustomResourceDefinition, as committed under `deploy/crds/`.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
