@@ -12,11 +12,32 @@
 //!    the object in the cluster already carries the [`APPLIED_HASH`] of the
 //!    same desired object (see below);
 //! 5. **delete**: children of this Marketplace (found by
-//!    [`builders::instance_selector`]) whose names are no longer desired;
+//!    [`builders::instance_selector`]) whose names are no longer desired,
+//!    including the monitoring objects of a mode no longer in use;
 //! 6. **status**: `observedGeneration`, a condition per component, `Ready`,
 //!    `Progressing` and `Degraded`, written only when it changed.
 //!
 //! With `spec.paused` steps 3 to 5 are skipped; the status is still kept.
+//!
+//! # Monitoring
+//!
+//! `spec.monitoring.mode: Auto` depends on the cluster: whether it serves
+//! `monitoring.coreos.com/v1` ServiceMonitors is asked of the API server's
+//! discovery (one `GET /apis/monitoring.coreos.com/v1`) and the answer is
+//! kept for [`DISCOVERY_TTL`] in the [`Context`], so fifty Marketplaces do
+//! not ask fifty times, and installing the Prometheus Operator is noticed
+//! at the next reconcile after that (a change of a Marketplace, of a child,
+//! or the [`RESYNC`]). The resolved mode picks the objects
+//! ([`builders::monitoring`]): a ServiceMonitor, applied as a
+//! `DynamicObject`; or the `prometheus.io/*` annotations, merged here into
+//! the metadata of the account, catalog and order Services (Services, not
+//! pods: see the builder), plus the scrape ConfigMap. Switching modes
+//! deletes the other mode's objects by label; the annotations go with the
+//! next apply of the Services, since server-side apply removes the fields
+//! its manager no longer sets. ServiceMonitors are listed and deleted only
+//! when the API exists. `mode: ServiceMonitor` on a cluster without the API
+//! applies everything else, then fails the reconcile with
+//! [`Error::ServiceMonitorsNotServed`] so it is retried with backoff.
 //!
 //! # No writes when nothing changed
 //!
@@ -48,23 +69,24 @@
 //! latest generation and `status.readyReplicas >= spec.replicas`. The
 //! gateway has no condition until it is built.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::builders::monitoring::{self, SERVICE_MONITOR_API_VERSION};
 use crate::builders::{self, Component, MANAGER, child_name, services, stores};
 use crate::crd::{Marketplace, MarketplaceStatus};
 
@@ -74,6 +96,9 @@ pub const APPLIED_HASH: &str = "marketplace.dev/applied-hash";
 /// How long after a successful reconcile the Marketplace is looked at again
 /// even if nothing it watches changed.
 pub const RESYNC: Duration = Duration::from_secs(5 * 60);
+
+/// How long the answer to "does the cluster serve ServiceMonitors?" is kept.
+pub const DISCOVERY_TTL: Duration = Duration::from_secs(10);
 
 /// Why a reconcile failed; the controller retries with [`Backoff`].
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +115,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error(
+        "spec.monitoring.mode is ServiceMonitor but the cluster does not serve \
+         monitoring.coreos.com/v1 ServiceMonitors; install the Prometheus Operator's \
+         CRDs, or use mode Auto or Annotations"
+    )]
+    ServiceMonitorsNotServed,
     #[error("serializing {kind} {name}: {source}")]
     Serialize {
         kind: &'static str,
@@ -99,16 +130,20 @@ pub enum Error {
     },
 }
 
-/// What every reconcile shares: the client and the per-object backoff.
+/// What every reconcile shares: the client, the per-object backoff and
+/// what discovery said about ServiceMonitors.
 pub struct Context {
     pub client: Client,
     pub backoff: Backoff,
+    /// When discovery was last asked, and whether ServiceMonitors were served.
+    service_monitors: Mutex<Option<(Instant, bool)>>,
 }
 
 impl Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
             .field("backoff", &self.backoff)
+            .field("service_monitors", &self.service_monitors)
             .finish_non_exhaustive()
     }
 }
@@ -118,7 +153,48 @@ impl Context {
         Self {
             client,
             backoff: Backoff::default(),
+            service_monitors: Mutex::new(None),
         }
+    }
+
+    /// Whether the cluster serves `monitoring.coreos.com/v1` ServiceMonitors,
+    /// asked of discovery at most once per [`DISCOVERY_TTL`].
+    pub async fn serves_service_monitors(&self) -> Result<bool, Error> {
+        let cached = *self
+            .service_monitors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((asked, served)) = cached
+            && asked.elapsed() < DISCOVERY_TTL
+        {
+            return Ok(served);
+        }
+        let served = serves_service_monitors(&self.client).await?;
+        *self
+            .service_monitors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), served));
+        Ok(served)
+    }
+}
+
+/// Asks discovery whether `monitoring.coreos.com/v1` has ServiceMonitors.
+async fn serves_service_monitors(client: &Client) -> Result<bool, Error> {
+    match client
+        .list_api_group_resources(SERVICE_MONITOR_API_VERSION)
+        .await
+    {
+        Ok(resources) => Ok(resources
+            .resources
+            .iter()
+            .any(|resource| resource.kind == "ServiceMonitor")),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(source) => Err(Error::Kube {
+            action: "discovering",
+            kind: "ServiceMonitor",
+            name: SERVICE_MONITOR_API_VERSION.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -166,7 +242,7 @@ pub async fn reconcile(
     marketplace: Arc<Marketplace>,
     context: Arc<Context>,
 ) -> Result<Action, Error> {
-    let result = run(&marketplace, &context.client).await;
+    let result = run(&marketplace, &context).await;
     if result.is_ok() {
         context.backoff.succeeded(&marketplace);
     }
@@ -185,14 +261,18 @@ pub fn error_policy(marketplace: Arc<Marketplace>, error: &Error, context: Arc<C
     Action::requeue(delay)
 }
 
-async fn run(marketplace: &Marketplace, client: &Client) -> Result<(), Error> {
+async fn run(marketplace: &Marketplace, context: &Context) -> Result<(), Error> {
+    let client = &context.client;
     // read
     let namespace = marketplace.namespace().ok_or(Error::NotNamespaced)?;
     // validate
     validate(marketplace)?;
+    let mut missing_service_monitors = false;
     if !marketplace.spec.paused {
         // build
-        let desired = desired(marketplace, client, &namespace).await?;
+        let served = context.serves_service_monitors().await?;
+        let desired = desired(marketplace, client, &namespace, served).await?;
+        missing_service_monitors = !served && !desired.service_monitors.is_empty();
         // apply
         desired.apply(client, &namespace).await?;
         // delete
@@ -201,7 +281,11 @@ async fn run(marketplace: &Marketplace, client: &Client) -> Result<(), Error> {
             .await?;
     }
     // status
-    update_status(marketplace, client, &namespace).await
+    update_status(marketplace, client, &namespace).await?;
+    if missing_service_monitors {
+        return Err(Error::ServiceMonitorsNotServed);
+    }
+    Ok(())
 }
 
 /// What the schema cannot check. Nothing yet.
@@ -218,21 +302,31 @@ struct Desired {
     secrets: Vec<Secret>,
     stateful_sets: Vec<StatefulSet>,
     network_policies: Vec<NetworkPolicy>,
+    config_maps: Vec<ConfigMap>,
+    service_monitors: Vec<DynamicObject>,
+    /// Whether the cluster serves ServiceMonitors (they can be listed).
+    service_monitors_served: bool,
 }
 
 async fn desired(
     marketplace: &Marketplace,
     client: &Client,
     namespace: &str,
+    service_monitors_served: bool,
 ) -> Result<Desired, Error> {
-    let mut desired = Desired::default();
+    let mut desired = Desired {
+        service_monitors_served,
+        ..Desired::default()
+    };
+    let scrape_annotations = monitoring::scrape_annotations(marketplace, service_monitors_served);
     for component in [Component::Account, Component::Catalog, Component::Order] {
         desired
             .deployments
             .extend(services::deployment(marketplace, component));
-        desired
-            .services
-            .extend(services::service(marketplace, component));
+        desired.services.extend(
+            services::service(marketplace, component)
+                .map(|service| annotated(service, component, &scrape_annotations)),
+        );
         desired
             .pod_disruption_budgets
             .extend(services::pod_disruption_budget(marketplace, component));
@@ -262,7 +356,32 @@ async fn desired(
         .stateful_sets
         .extend(stores::search_statefulset(marketplace));
     desired.network_policies = stores::network_policies(marketplace);
+    desired.config_maps.extend(monitoring::scrape_config_map(
+        marketplace,
+        service_monitors_served,
+    ));
+    desired.service_monitors.extend(monitoring::service_monitor(
+        marketplace,
+        service_monitors_served,
+    ));
     Ok(desired)
+}
+
+/// A component's Service with the scrape annotations merged into its own,
+/// when the component is scraped.
+fn annotated(
+    mut service: Service,
+    component: Component,
+    scrape_annotations: &BTreeMap<String, String>,
+) -> Service {
+    if monitoring::SCRAPED.contains(&component) && !scrape_annotations.is_empty() {
+        service
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .extend(scrape_annotations.clone());
+    }
+    service
 }
 
 /// The password of a managed database: the one in its Secret when the
@@ -300,7 +419,15 @@ impl Desired {
         apply_all(client, namespace, &self.stateful_sets).await?;
         apply_all(client, namespace, &self.deployments).await?;
         apply_all(client, namespace, &self.pod_disruption_budgets).await?;
-        apply_all(client, namespace, &self.network_policies).await
+        apply_all(client, namespace, &self.network_policies).await?;
+        apply_all(client, namespace, &self.config_maps).await?;
+        if self.service_monitors_served {
+            let api = service_monitors(client, namespace);
+            for object in &self.service_monitors {
+                apply(&api, "ServiceMonitor", object).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn delete_unwanted(
@@ -313,7 +440,18 @@ impl Desired {
         delete_unwanted(marketplace, client, namespace, &self.services).await?;
         delete_unwanted(marketplace, client, namespace, &self.stateful_sets).await?;
         delete_unwanted(marketplace, client, namespace, &self.pod_disruption_budgets).await?;
-        delete_unwanted(marketplace, client, namespace, &self.network_policies).await
+        delete_unwanted(marketplace, client, namespace, &self.network_policies).await?;
+        delete_unwanted(marketplace, client, namespace, &self.config_maps).await?;
+        if self.service_monitors_served {
+            delete_unwanted_in(
+                marketplace,
+                &service_monitors(client, namespace),
+                "ServiceMonitor",
+                &self.service_monitors,
+            )
+            .await?;
+        }
+        Ok(())
     }
 }
 
@@ -350,16 +488,30 @@ pub fn applied_hash<K: Serialize>(object: &K) -> Result<String, serde_json::Erro
     Ok(sha1_smol::Sha1::from(json).digest().to_string())
 }
 
+/// The ServiceMonitors of a namespace.
+fn service_monitors(client: &Client, namespace: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &monitoring::service_monitor_resource(),
+    )
+}
+
+/// What [`apply`] and [`delete_unwanted_in`] need of an object, typed or
+/// dynamic.
+trait Applied: Resource + Serialize + DeserializeOwned + Clone + Debug {}
+
+impl<K> Applied for K where K: Resource + Serialize + DeserializeOwned + Clone + Debug {}
+
 async fn apply_all<K: Child>(client: &Client, namespace: &str, objects: &[K]) -> Result<(), Error> {
     let api = Api::<K>::namespaced(client.clone(), namespace);
     for object in objects {
-        apply(&api, object).await?;
+        apply(&api, kind::<K>(), object).await?;
     }
     Ok(())
 }
 
-async fn apply<K: Child>(api: &Api<K>, object: &K) -> Result<(), Error> {
-    let kind = kind::<K>();
+async fn apply<K: Applied>(api: &Api<K>, kind: &'static str, object: &K) -> Result<(), Error> {
     let name = object.name_any();
     let hash = applied_hash(object).map_err(|source| Error::Serialize {
         kind,
@@ -408,8 +560,17 @@ async fn delete_unwanted<K: Child>(
     namespace: &str,
     desired: &[K],
 ) -> Result<(), Error> {
-    let kind = kind::<K>();
     let api = Api::<K>::namespaced(client.clone(), namespace);
+    delete_unwanted_in(marketplace, &api, kind::<K>(), desired).await
+}
+
+async fn delete_unwanted_in<K: Applied>(
+    marketplace: &Marketplace,
+    api: &Api<K>,
+    kind: &'static str,
+    desired: &[K],
+) -> Result<(), Error> {
+    let namespace = marketplace.namespace().unwrap_or_default();
     let wanted: BTreeSet<String> = desired.iter().map(ResourceExt::name_any).collect();
     let selector = builders::instance_selector(marketplace);
     let live = api
@@ -806,6 +967,49 @@ mod tests {
         assert_ne!(
             applied_hash(&deployment).unwrap(),
             applied_hash(&scaled).unwrap()
+        );
+    }
+
+    #[test]
+    fn scrape_annotations_go_on_the_scraped_services_and_change_their_applied_hash() {
+        let marketplace = fixtures::marketplace(MarketplaceSpec::default());
+        let service = services::service(&marketplace, Component::Catalog).unwrap();
+        let annotations = monitoring::scrape_annotations(&marketplace, false);
+
+        let with = annotated(service.clone(), Component::Catalog, &annotations);
+        let without = annotated(service.clone(), Component::Catalog, &BTreeMap::new());
+        let store = annotated(service.clone(), Component::Search, &annotations);
+
+        let merged = with.metadata.annotations.as_ref().unwrap();
+        assert_eq!(merged["prometheus.io/scrape"], "true");
+        assert_eq!(merged["prometheus.io/port"], "9090");
+        assert_eq!(merged["prometheus.io/path"], "/metrics");
+        assert_eq!(without, service);
+        assert_eq!(store, service);
+        assert_ne!(
+            applied_hash(&with).unwrap(),
+            applied_hash(&without).unwrap()
+        );
+        assert_eq!(
+            applied_hash(&with).unwrap(),
+            applied_hash(&annotated(service, Component::Catalog, &annotations)).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_applied_hash_of_a_service_monitor_follows_the_interval() {
+        let mut marketplace = fixtures::marketplace(MarketplaceSpec::default());
+        let first = monitoring::service_monitor(&marketplace, true).unwrap();
+        marketplace.spec.monitoring.interval = "1m".to_owned();
+        let second = monitoring::service_monitor(&marketplace, true).unwrap();
+
+        assert_eq!(
+            applied_hash(&first).unwrap(),
+            applied_hash(&first.clone()).unwrap()
+        );
+        assert_ne!(
+            applied_hash(&first).unwrap(),
+            applied_hash(&second).unwrap()
         );
     }
 
