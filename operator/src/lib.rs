@@ -3,6 +3,8 @@
 
 pub mod builders;
 pub mod crd;
+pub mod leader;
+pub mod metrics;
 pub mod reconcile;
 
 /// The generated CustomResourceDefinition, as committed under `deploy/crds/`.
