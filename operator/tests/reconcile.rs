@@ -67,6 +67,9 @@ impl Operator {
         let process = Command::new(env!("CARGO_BIN_EXE_marketplace-operator"))
             .env("KUBECONFIG", namespace.kubeconfig())
             .env("RUST_LOG", "info,marketplace_operator=debug")
+            // Tests run side by side: a port and a Lease of this test's own.
+            .env("MARKETPLACE_OPERATOR_METRICS_ADDR", "127.0.0.1:0")
+            .env("MARKETPLACE_OPERATOR_LEASE_NAMESPACE", namespace.name())
             .stdin(Stdio::null())
             .stdout(File::try_clone(log.as_file()).unwrap())
             .stderr(File::try_clone(log.as_file()).unwrap())
