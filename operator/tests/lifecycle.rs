@@ -77,6 +77,10 @@ impl Operator {
         let log = tempfile::NamedTempFile::new().unwrap();
         let process = Command::new(env!("CARGO_BIN_EXE_marketplace-operator"))
             .env("KUBECONFIG", namespace.kubeconfig())
+            // A port and a Lease of this test's own: operators of other
+            // tests never contend with it.
+            .env("MARKETPLACE_OPERATOR_METRICS_ADDR", "127.0.0.1:0")
+            .env("MARKETPLACE_OPERATOR_LEASE_NAMESPACE", namespace.name())
             .env("RUST_LOG", "info,marketplace_operator=debug")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
