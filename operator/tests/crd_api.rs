@@ -3,44 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+mod common;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use common::install_crd;
+use kube::Api;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
-use kube::{Api, Client, CustomResourceExt};
 use marketplace_operator::crd::{Marketplace, MarketplaceSpec};
 use marketplace_testkit::kubernetes::{self, TestNamespace};
 use serde_json::{Value, json};
-
-/// Applies the CRD as generated (the same content from every test, so
-/// parallel tests agree) and waits until the API server serves it.
-async fn install_crd(client: Client) {
-    let crds = Api::<CustomResourceDefinition>::all(client);
-    let crd = Marketplace::crd();
-    let name = crd.metadata.name.clone().unwrap();
-    crds.patch(
-        &name,
-        &PatchParams::apply("marketplace-operator-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    marketplace_testkit::eventually(
-        "the Marketplace CRD to be Established",
-        Duration::from_secs(30),
-        || {
-            let (crds, name) = (crds.clone(), name.clone());
-            async move {
-                let crd = crds.get(&name).await.ok()?;
-                let established = crd.status?.conditions?.into_iter().any(|condition| {
-                    condition.type_ == "Established" && condition.status == "True"
-                });
-                established.then_some(())
-            }
-        },
-    )
-    .await;
-}
 
 /// A namespace of the test's own with the CRD installed; `None` without a
 /// cluster.

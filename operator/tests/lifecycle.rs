@@ -11,18 +11,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::{CONVERGE, Operator, get, install_crd, wait_ready};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, CustomResourceExt, Resource, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use marketplace_operator::crd::{Marketplace, MarketplaceSpec};
 use marketplace_testkit::eventually;
 use marketplace_testkit::kubernetes::{self, TestNamespace};
@@ -30,105 +30,30 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::sync::Mutex;
 
-/// How long a Marketplace may take to converge on the kwok cluster.
-const CONVERGE: Duration = Duration::from_secs(120);
-
 /// Held by each test while its operator runs; see the module comment.
 static ONE_OPERATOR: Mutex<()> = Mutex::const_new(());
 
-/// Applies the CRD as generated and waits until the API server serves it.
-async fn install_crd(client: Client) {
-    let crds = Api::<CustomResourceDefinition>::all(client);
-    let crd = Marketplace::crd();
-    let name = crd.metadata.name.clone().unwrap();
-    crds.patch(
-        &name,
-        &PatchParams::apply("marketplace-operator-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    eventually(
-        "the Marketplace CRD to be Established",
-        Duration::from_secs(30),
-        || {
-            let (crds, name) = (crds.clone(), name.clone());
-            async move {
-                let crd = crds.get(&name).await.ok()?;
-                let established = crd.status?.conditions?.into_iter().any(|condition| {
-                    condition.type_ == "Established" && condition.status == "True"
-                });
-                established.then_some(())
-            }
-        },
-    )
-    .await;
+/// The operator binary with a metrics port and a Lease of this test's own,
+/// so operators of other tests never contend with it; uncoloured, as
+/// [`writes_in`] reads its log.
+fn start_operator(namespace: &TestNamespace) -> Operator {
+    Operator::start_with_env(namespace, &[("NO_COLOR", "1")])
 }
 
-/// The operator binary running against the test cluster; killed when
-/// dropped, and its log printed if the test failed.
-struct Operator {
-    process: Child,
-    log: tempfile::NamedTempFile,
-}
-
-impl Operator {
-    fn start(namespace: &TestNamespace) -> Self {
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let process = Command::new(env!("CARGO_BIN_EXE_marketplace-operator"))
-            .env("KUBECONFIG", namespace.kubeconfig())
-            // A port and a Lease of this test's own: operators of other
-            // tests never contend with it.
-            .env("MARKETPLACE_OPERATOR_METRICS_ADDR", "127.0.0.1:0")
-            .env("MARKETPLACE_OPERATOR_LEASE_NAMESPACE", namespace.name())
-            .env("RUST_LOG", "info,marketplace_operator=debug")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(File::try_clone(log.as_file()).unwrap())
-            .stderr(File::try_clone(log.as_file()).unwrap())
-            .spawn()
-            .unwrap();
-        Self { process, log }
-    }
-
-    /// SIGKILL: no graceful shutdown, whatever the reconciler was doing.
-    fn kill(mut self) -> String {
-        self.process.kill().unwrap();
-        self.process.wait().unwrap();
-        self.log()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-
-    /// The log lines saying the operator wrote to the API server on behalf
-    /// of a Marketplace in `namespace`.
-    fn writes_in(&self, namespace: &str) -> Vec<String> {
-        self.log()
-            .lines()
-            .filter(|line| line.contains(namespace))
-            .filter(|line| {
-                ["applied", "deleted", "status updated"]
-                    .iter()
-                    .any(|write| line.contains(write))
-            })
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- operator log ---\n{}--- end of operator log ---",
-                self.log()
-            );
-        }
-    }
+/// The log lines saying `operator` wrote to the API server on behalf of a
+/// Marketplace in `namespace`.
+fn writes_in(operator: &Operator, namespace: &str) -> Vec<String> {
+    operator
+        .log()
+        .lines()
+        .filter(|line| line.contains(namespace))
+        .filter(|line| {
+            ["applied", "deleted", "status updated"]
+                .iter()
+                .any(|write| line.contains(write))
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 fn spec(value: serde_json::Value) -> MarketplaceSpec {
@@ -141,34 +66,6 @@ async fn create(namespace: &TestNamespace, name: &str, spec: MarketplaceSpec) ->
         .create(&PostParams::default(), &Marketplace::new(name, spec))
         .await
         .unwrap()
-}
-
-async fn get<K>(api: &Api<K>, name: &str) -> Option<K>
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
-{
-    api.get_opt(name).await.unwrap()
-}
-
-/// Waits until the Marketplace's status describes its current generation
-/// with `Ready=True`, and returns it.
-async fn wait_ready(namespace: &TestNamespace, name: &str) -> Marketplace {
-    let marketplaces = namespace.api::<Marketplace>();
-    eventually(
-        &format!("Marketplace {}/{name} to be Ready", namespace.name()),
-        CONVERGE,
-        || async {
-            let marketplace = marketplaces.get(name).await.ok()?;
-            let status = marketplace.status.as_ref()?;
-            let ready = status
-                .conditions
-                .iter()
-                .any(|condition| condition.type_ == "Ready" && condition.status == "True");
-            (ready && status.observed_generation == marketplace.metadata.generation)
-                .then_some(marketplace)
-        },
-    )
-    .await
 }
 
 /// The children of Marketplace `name`, found by its instance label.
@@ -338,7 +235,7 @@ async fn deleting_a_marketplace_collects_its_workloads_and_keeps_its_database_cl
     };
     let _one = ONE_OPERATOR.lock().await;
     install_crd(namespace.client()).await;
-    let _operator = Operator::start(&namespace);
+    let _operator = start_operator(&namespace);
     for claim in create_with_claims(&namespace, MarketplaceSpec::default()).await {
         // whenDeleted=Retain: nothing owns the claims, nothing collects them.
         assert_eq!(owners(&claim), [], "{}", claim.name_any());
@@ -375,7 +272,7 @@ async fn deleting_a_marketplace_that_asks_for_it_deletes_its_database_claims() {
     };
     let _one = ONE_OPERATOR.lock().await;
     install_crd(namespace.client()).await;
-    let _operator = Operator::start(&namespace);
+    let _operator = start_operator(&namespace);
     let claims = create_with_claims(
         &namespace,
         spec(json!({ "volumes": { "deleteWithMarketplace": true } })),
@@ -417,7 +314,7 @@ async fn marketplaces_side_by_side_get_only_their_own_children_and_changes_stay_
     };
     let _one = ONE_OPERATOR.lock().await;
     install_crd(first.client()).await;
-    let _operator = Operator::start(&first);
+    let _operator = start_operator(&first);
     // Two in one namespace, and one with the same name as the first in another.
     let instances = [(&first, "alpha"), (&first, "beta"), (&second, "alpha")];
     let mut created = Vec::new();
@@ -517,7 +414,7 @@ async fn the_deployments_follow_the_replicas_and_the_image_tag_and_the_generatio
     };
     let _one = ONE_OPERATOR.lock().await;
     install_crd(namespace.client()).await;
-    let _operator = Operator::start(&namespace);
+    let _operator = start_operator(&namespace);
     create(&namespace, "shop", MarketplaceSpec::default()).await;
     let before = wait_ready(&namespace, "shop").await;
 
@@ -572,7 +469,7 @@ async fn an_operator_killed_mid_reconcile_converges_when_started_again() {
     };
     let _one = ONE_OPERATOR.lock().await;
     install_crd(namespace.client()).await;
-    let operator = Operator::start(&namespace);
+    let mut operator = start_operator(&namespace);
     create(&namespace, "shop", MarketplaceSpec::default()).await;
     // Kill it as soon as it has made its first child: the database Secrets
     // come first, the workloads later.
@@ -581,7 +478,10 @@ async fn an_operator_killed_mid_reconcile_converges_when_started_again() {
         get(&secrets, "shop-account-db")
     })
     .await;
-    let log = operator.kill();
+    operator.kill();
+    let log = operator.log();
+    // A later failure prints the log of the restarted operator only.
+    drop(operator);
     let deployments = namespace.api::<Deployment>();
     let made_before_kill = deployments
         .list_metadata(&ListParams::default().labels(&selector("shop")))
@@ -597,7 +497,7 @@ async fn an_operator_killed_mid_reconcile_converges_when_started_again() {
             .join("\n")
     );
 
-    let _operator = Operator::start(&namespace);
+    let _operator = start_operator(&namespace);
     wait_ready(&namespace, "shop").await;
     for component in ["account", "catalog", "order"] {
         assert!(
@@ -623,11 +523,11 @@ async fn a_converged_marketplace_gets_no_writes() {
     };
     let _one = ONE_OPERATOR.lock().await;
     install_crd(namespace.client()).await;
-    let operator = Operator::start(&namespace);
+    let operator = start_operator(&namespace);
     create(&namespace, "shop", MarketplaceSpec::default()).await;
     wait_ready(&namespace, "shop").await;
     let versions_before = versions(&namespace, "shop").await;
-    let writes_before = operator.writes_in(namespace.name());
+    let writes_before = writes_in(&operator, namespace.name());
     assert!(
         !writes_before.is_empty(),
         "the operator logs no line per write any more; this test counts them"
@@ -638,5 +538,5 @@ async fn a_converged_marketplace_gets_no_writes() {
     tokio::time::sleep(Duration::from_secs(20)).await;
 
     assert_eq!(versions(&namespace, "shop").await, versions_before);
-    assert_eq!(operator.writes_in(namespace.name()), writes_before);
+    assert_eq!(writes_in(&operator, namespace.name()), writes_before);
 }

@@ -12,14 +12,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::fs::File;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod common;
 
+use common::{CONVERGE, Operator, get, install};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
-use kube::{Api, Client, CustomResourceExt, Resource};
+use kube::{Api, CustomResourceExt};
 use marketplace_operator::builders::monitoring::{
     self, SCRAPE_CONFIG_KEY, service_monitor_resource,
 };
@@ -28,39 +27,8 @@ use marketplace_testkit::eventually;
 use marketplace_testkit::kubernetes::{self, TestNamespace};
 use serde_json::json;
 
-/// How long a Marketplace may take to converge on the kwok cluster.
-const CONVERGE: Duration = Duration::from_secs(120);
-
 /// The services whose Services carry the scrape annotations.
 const SCRAPED: [&str; 3] = ["shop-account", "shop-catalog", "shop-order"];
-
-/// Applies a CRD and waits until the API server serves it.
-async fn install(client: Client, crd: CustomResourceDefinition) {
-    let crds = Api::<CustomResourceDefinition>::all(client);
-    let name = crd.metadata.name.clone().unwrap();
-    crds.patch(
-        &name,
-        &PatchParams::apply("marketplace-operator-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    eventually(
-        &format!("the CRD {name} to be Established"),
-        Duration::from_secs(30),
-        || {
-            let (crds, name) = (crds.clone(), name.clone());
-            async move {
-                let crd = crds.get(&name).await.ok()?;
-                let established = crd.status?.conditions?.into_iter().any(|condition| {
-                    condition.type_ == "Established" && condition.status == "True"
-                });
-                established.then_some(())
-            }
-        },
-    )
-    .await;
-}
 
 /// A minimal stand-in for the Prometheus Operator's ServiceMonitor CRD:
 /// the group, version and kind, and any content.
@@ -92,49 +60,6 @@ fn service_monitor_crd() -> CustomResourceDefinition {
         },
     }))
     .unwrap()
-}
-
-/// The operator binary running against the test cluster; killed when
-/// dropped, and its log printed if the test failed.
-struct Operator {
-    process: Child,
-    log: tempfile::NamedTempFile,
-}
-
-impl Operator {
-    fn start(namespace: &TestNamespace) -> Self {
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let process = Command::new(env!("CARGO_BIN_EXE_marketplace-operator"))
-            .env("KUBECONFIG", namespace.kubeconfig())
-            .env("RUST_LOG", "info,marketplace_operator=debug")
-            // Tests run side by side: a port and a Lease of this test's own.
-            .env("MARKETPLACE_OPERATOR_METRICS_ADDR", "127.0.0.1:0")
-            .env("MARKETPLACE_OPERATOR_LEASE_NAMESPACE", namespace.name())
-            .stdin(Stdio::null())
-            .stdout(File::try_clone(log.as_file()).unwrap())
-            .stderr(File::try_clone(log.as_file()).unwrap())
-            .spawn()
-            .unwrap();
-        Self { process, log }
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
-            eprintln!("--- operator log ---\n{log}--- end of operator log ---");
-        }
-    }
-}
-
-async fn get<K>(api: &Api<K>, name: &str) -> Option<K>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.get_opt(name).await.unwrap()
 }
 
 /// The `prometheus.io/*` annotations of a Service (empty when it has none).

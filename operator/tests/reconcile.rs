@@ -5,90 +5,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::fs::File;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod common;
 
+use common::{CONVERGE, Operator, get, install_crd};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Secret, Service};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Api, Client, CustomResourceExt, Resource, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use marketplace_operator::crd::{Marketplace, MarketplaceSpec};
 use marketplace_operator::reconcile::APPLIED_HASH;
 use marketplace_testkit::eventually;
-use marketplace_testkit::kubernetes::{self, TestNamespace};
+use marketplace_testkit::kubernetes;
 use serde_json::json;
-
-/// How long a Marketplace may take to converge on the kwok cluster.
-const CONVERGE: Duration = Duration::from_secs(120);
-
-/// Applies the CRD as generated (the same content as every other test) and
-/// waits until the API server serves it.
-async fn install_crd(client: Client) {
-    let crds = Api::<CustomResourceDefinition>::all(client);
-    let crd = Marketplace::crd();
-    let name = crd.metadata.name.clone().unwrap();
-    crds.patch(
-        &name,
-        &PatchParams::apply("marketplace-operator-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    eventually(
-        "the Marketplace CRD to be Established",
-        Duration::from_secs(30),
-        || {
-            let (crds, name) = (crds.clone(), name.clone());
-            async move {
-                let crd = crds.get(&name).await.ok()?;
-                let established = crd.status?.conditions?.into_iter().any(|condition| {
-                    condition.type_ == "Established" && condition.status == "True"
-                });
-                established.then_some(())
-            }
-        },
-    )
-    .await;
-}
-
-/// The operator binary running against the test cluster; killed when
-/// dropped, and its log printed if the test failed.
-struct Operator {
-    process: Child,
-    log: tempfile::NamedTempFile,
-}
-
-impl Operator {
-    fn start(namespace: &TestNamespace) -> Self {
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let process = Command::new(env!("CARGO_BIN_EXE_marketplace-operator"))
-            .env("KUBECONFIG", namespace.kubeconfig())
-            .env("RUST_LOG", "info,marketplace_operator=debug")
-            // Tests run side by side: a port and a Lease of this test's own.
-            .env("MARKETPLACE_OPERATOR_METRICS_ADDR", "127.0.0.1:0")
-            .env("MARKETPLACE_OPERATOR_LEASE_NAMESPACE", namespace.name())
-            .stdin(Stdio::null())
-            .stdout(File::try_clone(log.as_file()).unwrap())
-            .stderr(File::try_clone(log.as_file()).unwrap())
-            .spawn()
-            .unwrap();
-        Self { process, log }
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
-            eprintln!("--- operator log ---\n{log}--- end of operator log ---");
-        }
-    }
-}
 
 /// Asserts a child carries the marketplace's labels, its controller owner
 /// reference and the applied hash.
@@ -120,27 +49,10 @@ fn assert_child<K: Resource>(object: &K, owner: &Marketplace, component: &str) {
     );
 }
 
-async fn get<K>(api: &Api<K>, name: &str) -> Option<K>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.get_opt(name).await.unwrap()
-}
-
-/// Waits until the Marketplace's status describes its current generation
-/// with `Ready=True`, and returns it.
+/// Waits until Marketplace `shop` is Ready at its current generation, and
+/// returns it.
 async fn wait_ready(marketplaces: &Api<Marketplace>) -> Marketplace {
-    eventually("the Marketplace to be Ready", CONVERGE, || async {
-        let marketplace = marketplaces.get("shop").await.ok()?;
-        let status = marketplace.status.as_ref()?;
-        let ready = status
-            .conditions
-            .iter()
-            .any(|condition| condition.type_ == "Ready" && condition.status == "True");
-        (ready && status.observed_generation == marketplace.metadata.generation)
-            .then_some(marketplace)
-    })
-    .await
+    common::wait_ready_as(marketplaces, "shop", "the Marketplace to be Ready").await
 }
 
 #[tokio::test]
