@@ -33,6 +33,14 @@ pub mod env {
     pub const ORDER_CATALOG_URL: &str = "MARKETPLACE_ORDER_CATALOG_URL";
     pub const ORDER_DOWNSTREAM_TIMEOUT: &str = "MARKETPLACE_ORDER_DOWNSTREAM_TIMEOUT";
 
+    // Read by the gateway target, whose server a later issue builds; the
+    // operator already wires them.
+    pub const GATEWAY_LISTEN_ADDR: &str = "MARKETPLACE_GATEWAY_LISTEN_ADDR";
+    pub const GATEWAY_ACCOUNT_URL: &str = "MARKETPLACE_GATEWAY_ACCOUNT_URL";
+    pub const GATEWAY_CATALOG_URL: &str = "MARKETPLACE_GATEWAY_CATALOG_URL";
+    pub const GATEWAY_ORDER_URL: &str = "MARKETPLACE_GATEWAY_ORDER_URL";
+    pub const GATEWAY_CORS_ORIGINS: &str = "MARKETPLACE_GATEWAY_CORS_ORIGINS";
+
     /// Every variable above, for tests and for the operator's checks.
     pub const ALL: &[&str] = &[
         TARGET,
@@ -48,11 +56,18 @@ pub mod env {
         ORDER_ACCOUNT_URL,
         ORDER_CATALOG_URL,
         ORDER_DOWNSTREAM_TIMEOUT,
+        GATEWAY_LISTEN_ADDR,
+        GATEWAY_ACCOUNT_URL,
+        GATEWAY_CATALOG_URL,
+        GATEWAY_ORDER_URL,
+        GATEWAY_CORS_ORIGINS,
     ];
 }
 
-/// The gRPC ports of the services, as in the Go original.
+/// The ports of the services, as in the Go original: the gateway's HTTP
+/// port and the gRPC ports of the others.
 pub mod ports {
+    pub const GATEWAY: u16 = 8080;
     pub const ACCOUNT: u16 = 8081;
     pub const CATALOG: u16 = 8082;
     pub const ORDER: u16 = 8083;
@@ -139,6 +154,8 @@ pub struct ServeConfig {
     pub catalog: CatalogConfig,
     #[command(flatten)]
     pub order: OrderConfig,
+    #[command(flatten)]
+    pub gateway: GatewayConfig,
 }
 
 /// The account service.
@@ -198,6 +215,43 @@ pub struct OrderConfig {
     pub downstream_timeout: Duration,
 }
 
+/// The GraphQL gateway. Read by the gateway target, which a later issue
+/// adds to [`Target`]; the operator already sets these for the gateway's
+/// pods.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayConfig {
+    /// Address the gateway's HTTP server (GraphQL, health, metrics) listens
+    /// on.
+    #[arg(id = "gateway-listen-addr", long = "gateway-listen-addr", env = env::GATEWAY_LISTEN_ADDR, default_value = "0.0.0.0:8080")]
+    pub listen_addr: SocketAddr,
+    /// The account service's gRPC URL.
+    #[arg(id = "gateway-account-url", long = "gateway-account-url", env = env::GATEWAY_ACCOUNT_URL, default_value = "http://127.0.0.1:8081")]
+    pub account_url: String,
+    /// The catalog service's gRPC URL.
+    #[arg(id = "gateway-catalog-url", long = "gateway-catalog-url", env = env::GATEWAY_CATALOG_URL, default_value = "http://127.0.0.1:8082")]
+    pub catalog_url: String,
+    /// The order service's gRPC URL.
+    #[arg(id = "gateway-order-url", long = "gateway-order-url", env = env::GATEWAY_ORDER_URL, default_value = "http://127.0.0.1:8083")]
+    pub order_url: String,
+    /// Origins browsers may call the gateway from, separated by commas
+    /// (`https://shop.example.com,https://admin.example.com`); none, and so
+    /// no CORS headers, when empty.
+    #[arg(id = "gateway-cors-origins", long = "gateway-cors-origins", env = env::GATEWAY_CORS_ORIGINS, value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+}
+
+impl GatewayConfig {
+    /// The CORS origins without the empty entries that an empty variable
+    /// or a stray comma leaves in [`GatewayConfig::cors_origins`] (clap
+    /// splits `""` into one empty value).
+    pub fn allowed_origins(&self) -> impl Iterator<Item = &str> {
+        self.cors_origins
+            .iter()
+            .map(|origin| origin.trim())
+            .filter(|origin| !origin.is_empty())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::{CommandFactory, Parser};
@@ -246,6 +300,51 @@ mod tests {
         assert_eq!(all.catalog.listen_addr.port(), ports::CATALOG);
         assert_eq!(all.order.listen_addr.port(), ports::ORDER);
         assert_eq!(all.order.downstream_timeout, Duration::from_secs(5));
+        assert_eq!(all.gateway.listen_addr.port(), ports::GATEWAY);
+        assert_eq!(all.gateway.account_url, "http://127.0.0.1:8081");
+        assert_eq!(all.gateway.catalog_url, "http://127.0.0.1:8082");
+        assert_eq!(all.gateway.order_url, "http://127.0.0.1:8083");
+        assert!(all.gateway.cors_origins.is_empty());
+    }
+
+    #[test]
+    fn cors_origins_are_separated_by_commas() {
+        let all = All::try_parse_from([
+            "test",
+            "--target",
+            "order",
+            "--gateway-cors-origins",
+            "https://shop.example.com,http://localhost:3000",
+        ])
+        .unwrap()
+        .serve;
+
+        assert_eq!(
+            all.gateway.cors_origins,
+            ["https://shop.example.com", "http://localhost:3000"]
+        );
+    }
+
+    #[test]
+    fn empty_cors_origin_entries_allow_no_origin() {
+        let cases: [(&str, &[&str]); 3] = [
+            ("", &[]),
+            (",", &[]),
+            (
+                " , https://shop.example.com,",
+                &["https://shop.example.com"],
+            ),
+        ];
+
+        for (given, expected) in cases {
+            let all =
+                All::try_parse_from(["test", "--target", "order", "--gateway-cors-origins", given])
+                    .unwrap()
+                    .serve;
+
+            let allowed: Vec<&str> = all.gateway.allowed_origins().collect();
+            assert_eq!(allowed, expected, "from {given:?}");
+        }
     }
 
     #[test]
