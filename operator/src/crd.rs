@@ -134,7 +134,10 @@ pub struct Gateway {
     pub resources: Option<ResourceRequirements>,
     /// The Service in front of the gateway.
     pub service: GatewayService,
-    /// Origins browsers may call the gateway from (CORS); none by default.
+    /// Origins browsers may call the gateway from (CORS), such as
+    /// `https://shop.example.com`; none by default. The gateway reads them
+    /// as one comma-separated list, so an origin holds no comma or space.
+    #[schemars(inner(regex(pattern = r"^[^,\s]+$")))]
     pub cors_origins: Vec<String>,
 }
 
@@ -445,7 +448,9 @@ pub struct MarketplaceStatus {
     /// `Ready`, `Progressing`, `Degraded`, and one per component.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// Where the gateway is reachable, such as `marketplace-gateway.shop:8080`.
+    /// The gateway's GraphQL URL: in the cluster, such as
+    /// `http://shop-gateway.team-a.svc:8080/graphql`, or at the load
+    /// balancer's address once one is assigned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway_endpoint: Option<String>,
 }
@@ -560,6 +565,19 @@ mod tests {
         assert_eq!(spec.gateway.replicas, 3);
         assert!(spec.gateway.enabled);
         assert_eq!(spec.gateway.service, GatewayService::default());
+    }
+
+    #[test]
+    fn a_cors_origin_with_a_comma_or_space_is_refused_by_the_schema() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(Marketplace::crd()).unwrap();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+
+        let origins =
+            &schema["properties"]["spec"]["properties"]["gateway"]["properties"]["corsOrigins"];
+
+        // The gateway splits its one variable at commas.
+        assert_eq!(origins["items"]["pattern"], r"^[^,\s]+$");
     }
 
     #[test]

@@ -318,15 +318,17 @@ async fn desired(
         service_monitors_served,
         ..Desired::default()
     };
-    let scrape_annotations = monitoring::scrape_annotations(marketplace, service_monitors_served);
     for component in [Component::Account, Component::Catalog, Component::Order] {
         desired
             .deployments
             .extend(services::deployment(marketplace, component));
-        desired.services.extend(
-            services::service(marketplace, component)
-                .map(|service| annotated(service, component, &scrape_annotations)),
-        );
+        desired
+            .services
+            .extend(services::service(marketplace, component).map(|service| {
+                let scrape_annotations =
+                    monitoring::scrape_annotations(marketplace, component, service_monitors_served);
+                annotated(service, component, &scrape_annotations)
+            }));
         desired
             .pod_disruption_budgets
             .extend(services::pod_disruption_budget(marketplace, component));
@@ -974,7 +976,7 @@ mod tests {
     fn scrape_annotations_go_on_the_scraped_services_and_change_their_applied_hash() {
         let marketplace = fixtures::marketplace(MarketplaceSpec::default());
         let service = services::service(&marketplace, Component::Catalog).unwrap();
-        let annotations = monitoring::scrape_annotations(&marketplace, false);
+        let annotations = monitoring::scrape_annotations(&marketplace, Component::Catalog, false);
 
         let with = annotated(service.clone(), Component::Catalog, &annotations);
         let without = annotated(service.clone(), Component::Catalog, &BTreeMap::new());

@@ -11,6 +11,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::Marketplace;
 
+pub mod gateway;
 pub mod monitoring;
 pub mod services;
 pub mod stores;

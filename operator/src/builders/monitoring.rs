@@ -3,14 +3,19 @@
 //! `prometheus.io/*` annotations plus a ConfigMap with a ready
 //! `scrape_configs` block for a Prometheus configured by hand.
 //!
-//! # The scrape target (a contract the services will keep)
+//! # The scrape targets (a contract the services will keep)
 //!
-//! The account, catalog and order services will serve Prometheus metrics
-//! over plain HTTP at [`METRICS_PATH`] on an admin port [`METRICS_PORT`],
-//! named [`METRICS_PORT_NAME`] in their container and Service. They do not
-//! yet: the objects built here point at that contract so that monitoring
-//! works as soon as the services serve it. Until then a ServiceMonitor finds
-//! no port named `metrics` (no targets) and annotation-based scrapes fail.
+//! Every scraped component serves Prometheus metrics over plain HTTP at
+//! [`METRICS_PATH`], on the port [`metrics_port`] names:
+//!
+//! - the account, catalog and order services on an admin port
+//!   [`METRICS_PORT`], named [`METRICS_PORT_NAME`] in their container and
+//!   Service. They do not serve it yet: the objects built here point at
+//!   that contract so that monitoring works as soon as they do. Until then
+//!   a ServiceMonitor finds no port named `metrics` (no targets) and
+//!   annotation-based scrapes fail.
+//! - the gateway on its one HTTP port (GraphQL, health and metrics),
+//!   `ports::GATEWAY`, named [`HTTP_PORT_NAME`].
 //!
 //! # Where the annotations go
 //!
@@ -27,15 +32,17 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::api::{ApiResource, DynamicObject};
+use marketplace_config::ports;
 use serde_json::json;
 
+use super::services::HTTP_PORT_NAME;
 use super::{APP_NAME, Component, MANAGER, owner_reference};
 use crate::crd::{Marketplace, MonitoringMode};
 
-/// The name of the services' admin port serving metrics.
+/// The name of the gRPC services' admin port serving metrics.
 pub const METRICS_PORT_NAME: &str = "metrics";
 
-/// The number of the services' admin port serving metrics.
+/// The number of the gRPC services' admin port serving metrics.
 pub const METRICS_PORT: u16 = 9090;
 
 /// The HTTP path of the services' metrics.
@@ -51,7 +58,24 @@ pub const SCRAPE_CONFIG_KEY: &str = "scrape_configs.yaml";
 pub const SERVICE_MONITOR_API_VERSION: &str = "monitoring.coreos.com/v1";
 
 /// The components whose metrics are scraped.
-pub const SCRAPED: [Component; 3] = [Component::Account, Component::Catalog, Component::Order];
+pub const SCRAPED: [Component; 4] = [
+    Component::Account,
+    Component::Catalog,
+    Component::Order,
+    Component::Gateway,
+];
+
+/// The name and number of the port a scraped component serves metrics on;
+/// `None` for the stores, which are not scraped.
+pub fn metrics_port(component: Component) -> Option<(&'static str, u16)> {
+    match component {
+        Component::Gateway => Some((HTTP_PORT_NAME, ports::GATEWAY)),
+        Component::Account | Component::Catalog | Component::Order => {
+            Some((METRICS_PORT_NAME, METRICS_PORT))
+        }
+        Component::AccountDatabase | Component::OrderDatabase | Component::Search => None,
+    }
+}
 
 /// What the reconciler makes for monitoring, once `Auto` is resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +144,10 @@ fn meta(marketplace: &Marketplace, name: String) -> ObjectMeta {
 }
 
 /// The ServiceMonitor selecting this marketplace's scraped Services, when
-/// monitoring resolves to ServiceMonitor.
+/// monitoring resolves to ServiceMonitor. It has one endpoint per metrics
+/// port name (the services' `metrics` first, then the gateway's `http`); a
+/// Service without a port of that name gives the endpoint no targets, so
+/// each component is scraped once, on its own port.
 pub fn service_monitor(
     marketplace: &Marketplace,
     service_monitors_served: bool,
@@ -148,28 +175,48 @@ pub fn service_monitor(
                 }],
             },
             "namespaceSelector": { "matchNames": [marketplace.namespace()] },
-            "endpoints": [{
-                "port": METRICS_PORT_NAME,
-                "path": METRICS_PATH,
-                "interval": marketplace.spec.monitoring.interval,
-            }],
+            "endpoints": endpoint_port_names()
+                .into_iter()
+                .map(|port| json!({
+                    "port": port,
+                    "path": METRICS_PATH,
+                    "interval": marketplace.spec.monitoring.interval,
+                }))
+                .collect::<Vec<_>>(),
         }
     });
     Some(object)
 }
 
-/// The `prometheus.io/*` annotations of the scraped Services; empty unless
-/// monitoring resolves to annotations.
+/// The metrics port names, each once, in the order of [`SCRAPED`].
+fn endpoint_port_names() -> Vec<&'static str> {
+    let mut names = Vec::new();
+    for (name, _) in SCRAPED.into_iter().filter_map(metrics_port) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// The `prometheus.io/*` annotations of one component's Service, naming
+/// the container port it serves metrics on (8080 for the gateway, 9090 for
+/// the gRPC services); empty for a component that is not scraped, or
+/// unless monitoring resolves to annotations.
 pub fn scrape_annotations(
     marketplace: &Marketplace,
+    component: Component,
     service_monitors_served: bool,
 ) -> BTreeMap<String, String> {
+    let Some((_, port)) = metrics_port(component) else {
+        return BTreeMap::new();
+    };
     if resolve(marketplace, service_monitors_served) != Monitoring::Annotations {
         return BTreeMap::new();
     }
     BTreeMap::from([
         ("prometheus.io/scrape".to_owned(), "true".to_owned()),
-        ("prometheus.io/port".to_owned(), METRICS_PORT.to_string()),
+        ("prometheus.io/port".to_owned(), port.to_string()),
         ("prometheus.io/path".to_owned(), METRICS_PATH.to_owned()),
     ])
 }
@@ -178,7 +225,8 @@ pub fn scrape_annotations(
 /// block to paste into a Prometheus configuration, when monitoring
 /// resolves to annotations: endpoints of the marketplace's namespace, kept
 /// when their Service belongs to this marketplace, is annotated for
-/// scraping, and the endpoint's port is the metrics port.
+/// scraping, and the endpoint's port is its component's metrics port
+/// (`http` for the gateway, `metrics` for the gRPC services).
 pub fn scrape_config_map(
     marketplace: &Marketplace,
     service_monitors_served: bool,
@@ -190,6 +238,15 @@ pub fn scrape_config_map(
     let namespace = marketplace.namespace().unwrap_or_default();
     // Relabel regexes are anchored; a dot in a name must match only a dot.
     let instance = name.replace('.', "\\.");
+    // `<component>;<port name>` of each scraped component, so the gateway
+    // is scraped on `http` and no other component is.
+    let component_ports = SCRAPED
+        .into_iter()
+        .filter_map(|component| {
+            metrics_port(component).map(|(port, _)| format!("{component};{port}"))
+        })
+        .collect::<Vec<_>>()
+        .join("|");
     let block = json!({
         "scrape_configs": [{
             "job_name": format!("marketplace/{namespace}/{name}"),
@@ -216,9 +273,12 @@ pub fn scrape_config_map(
                     "regex": "true",
                 },
                 {
-                    "source_labels": ["__meta_kubernetes_endpoint_port_name"],
+                    "source_labels": [
+                        "__meta_kubernetes_service_label_app_kubernetes_io_component",
+                        "__meta_kubernetes_endpoint_port_name",
+                    ],
                     "action": "keep",
-                    "regex": METRICS_PORT_NAME,
+                    "regex": component_ports,
                 },
                 {
                     "source_labels": ["__meta_kubernetes_namespace"],
@@ -249,7 +309,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use crate::builders::fixtures;
+    use crate::builders::{fixtures, services};
     use crate::crd::{MarketplaceSpec, Monitoring as MonitoringSpec};
 
     fn marketplace(mode: MonitoringMode) -> Marketplace {
@@ -270,10 +330,10 @@ mod tests {
         assert_eq!(resolve(&auto, false), Monitoring::Annotations);
         assert!(service_monitor(&auto, true).is_some());
         assert!(scrape_config_map(&auto, true).is_none());
-        assert!(scrape_annotations(&auto, true).is_empty());
+        assert!(scrape_annotations(&auto, Component::Order, true).is_empty());
         assert!(service_monitor(&auto, false).is_none());
         assert!(scrape_config_map(&auto, false).is_some());
-        assert!(!scrape_annotations(&auto, false).is_empty());
+        assert!(!scrape_annotations(&auto, Component::Order, false).is_empty());
     }
 
     #[test]
@@ -319,32 +379,38 @@ mod tests {
         );
         assert_eq!(
             spec["selector"]["matchExpressions"][0]["values"],
-            json!(["account", "catalog", "order"])
+            json!(["account", "catalog", "order", "gateway"])
         );
         assert_eq!(spec["namespaceSelector"]["matchNames"], json!(["team-a"]));
         assert_eq!(
             spec["endpoints"],
-            json!([{ "port": "metrics", "path": "/metrics", "interval": "15s" }])
+            json!([
+                { "port": "metrics", "path": "/metrics", "interval": "15s" },
+                { "port": "http", "path": "/metrics", "interval": "15s" },
+            ])
         );
         assert!(scrape_config_map(&marketplace, false).is_none());
-        assert!(scrape_annotations(&marketplace, false).is_empty());
+        for component in Component::ALL {
+            assert!(scrape_annotations(&marketplace, component, false).is_empty());
+        }
     }
 
     #[test]
     fn annotations_mode_annotates_the_services_and_ships_a_scrape_config() {
         let marketplace = marketplace(MonitoringMode::Annotations);
 
-        let annotations = scrape_annotations(&marketplace, true);
         let config_map = scrape_config_map(&marketplace, true).unwrap();
 
-        assert_eq!(
-            annotations,
-            BTreeMap::from([
-                ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
-                ("prometheus.io/port".to_owned(), "9090".to_owned()),
-                ("prometheus.io/scrape".to_owned(), "true".to_owned()),
-            ])
-        );
+        for component in [Component::Account, Component::Catalog, Component::Order] {
+            assert_eq!(
+                scrape_annotations(&marketplace, component, true),
+                BTreeMap::from([
+                    ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
+                    ("prometheus.io/port".to_owned(), "9090".to_owned()),
+                    ("prometheus.io/scrape".to_owned(), "true".to_owned()),
+                ])
+            );
+        }
         assert!(service_monitor(&marketplace, true).is_none());
         assert_eq!(
             config_map.metadata.name.as_deref(),
@@ -364,36 +430,88 @@ mod tests {
             job["kubernetes_sd_configs"],
             json!([{ "role": "endpoints", "namespaces": { "names": ["team-a"] } }])
         );
-        let keeps: Vec<(&str, &str)> = job["relabel_configs"]
+        let keeps: Vec<(&serde_json::Value, &str)> = job["relabel_configs"]
             .as_array()
             .unwrap()
             .iter()
             .filter(|rule| rule["action"] == "keep")
-            .map(|rule| {
-                (
-                    rule["source_labels"][0].as_str().unwrap(),
-                    rule["regex"].as_str().unwrap(),
-                )
-            })
+            .map(|rule| (&rule["source_labels"], rule["regex"].as_str().unwrap()))
             .collect();
         assert_eq!(
             keeps,
             [
                 (
-                    "__meta_kubernetes_service_label_app_kubernetes_io_instance",
+                    &json!(["__meta_kubernetes_service_label_app_kubernetes_io_instance"]),
                     "shop"
                 ),
                 (
-                    "__meta_kubernetes_service_label_app_kubernetes_io_managed_by",
+                    &json!(["__meta_kubernetes_service_label_app_kubernetes_io_managed_by"]),
                     "marketplace-operator"
                 ),
                 (
-                    "__meta_kubernetes_service_annotation_prometheus_io_scrape",
+                    &json!(["__meta_kubernetes_service_annotation_prometheus_io_scrape"]),
                     "true"
                 ),
-                ("__meta_kubernetes_endpoint_port_name", "metrics"),
+                // Each component on its own metrics port only.
+                (
+                    &json!([
+                        "__meta_kubernetes_service_label_app_kubernetes_io_component",
+                        "__meta_kubernetes_endpoint_port_name",
+                    ]),
+                    "account;metrics|catalog;metrics|order;metrics|gateway;http"
+                ),
             ]
         );
+    }
+
+    #[test]
+    fn the_gateway_is_scraped_on_its_http_port_and_the_stores_not_at_all() {
+        let marketplace = marketplace(MonitoringMode::Annotations);
+
+        assert_eq!(
+            scrape_annotations(&marketplace, Component::Gateway, false),
+            BTreeMap::from([
+                ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
+                ("prometheus.io/port".to_owned(), "8080".to_owned()),
+                ("prometheus.io/scrape".to_owned(), "true".to_owned()),
+            ])
+        );
+        assert_eq!(metrics_port(Component::Gateway), Some(("http", 8080)));
+        for store in [
+            Component::AccountDatabase,
+            Component::OrderDatabase,
+            Component::Search,
+        ] {
+            assert!(!SCRAPED.contains(&store));
+            assert_eq!(metrics_port(store), None);
+            assert!(scrape_annotations(&marketplace, store, false).is_empty());
+        }
+        for component in SCRAPED {
+            assert!(metrics_port(component).is_some(), "{component}");
+        }
+    }
+
+    #[test]
+    fn the_gateways_metrics_port_is_a_named_port_of_its_service_and_pods() {
+        // The gRPC services' admin port is a contract they will keep (see
+        // the module docs), not yet a port of their objects.
+        let marketplace = marketplace(MonitoringMode::Annotations);
+
+        let gateway = services::service(&marketplace, Component::Gateway).unwrap();
+        let ports = gateway.spec.unwrap().ports.unwrap();
+
+        let (name, number) = metrics_port(Component::Gateway).unwrap();
+        assert!(ports.iter().any(|port| port.name.as_deref() == Some(name)));
+        let deployment = services::deployment(&marketplace, Component::Gateway).unwrap();
+        let container = &deployment.spec.unwrap().template.spec.unwrap().containers[0];
+        let container_port = container
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|port| port.name.as_deref() == Some(name))
+            .unwrap();
+        assert_eq!(container_port.container_port, i32::from(number));
     }
 
     #[test]
@@ -414,7 +532,9 @@ mod tests {
         for served in [true, false] {
             assert!(service_monitor(&marketplace, served).is_none());
             assert!(scrape_config_map(&marketplace, served).is_none());
-            assert!(scrape_annotations(&marketplace, served).is_empty());
+            for component in Component::ALL {
+                assert!(scrape_annotations(&marketplace, component, served).is_empty());
+            }
         }
     }
 }

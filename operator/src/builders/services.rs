@@ -1,5 +1,6 @@
-//! The gRPC services (account, catalog, order): a Deployment, a ClusterIP
-//! Service and, above one replica, a PodDisruptionBudget each.
+//! The services: the GraphQL gateway and the gRPC services (account,
+//! catalog, order). Each gets a Deployment, a Service and, above one
+//! replica, a PodDisruptionBudget.
 //!
 //! Every pod runs the one `marketplace` image as `serve --target <component>`
 //! and is configured only through the variables named in
@@ -8,18 +9,18 @@
 //! Marketplace always builds the same objects, so applying them again
 //! changes nothing.
 //!
-//! The gateway is not built here yet: its configuration names do not exist
-//! in `marketplace_config::env` until a later issue. Until then every
-//! builder returns `None` for [`Component::Gateway`], as it does for the
-//! stores, which have builders of their own.
+//! The gRPC services are probed natively over gRPC on their ClusterIP
+//! port; the gateway is probed over HTTP (`/healthz`, `/readyz`) and its
+//! Service type and port come from `spec.gateway.service`. The stores have
+//! builders of their own; every builder here returns `None` for them.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, GRPCAction, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
-    SecurityContext, Service, ServicePort, ServiceSpec,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, GRPCAction, HTTPGetAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -29,13 +30,23 @@ use kube::ResourceExt;
 use marketplace_config::{env, ports};
 
 use super::{Component, child_meta, child_name, labels, selector_labels, stores};
-use crate::crd::{Database, Marketplace, PullPolicy, Search};
+use crate::crd::{Database, Marketplace, PullPolicy, Search, ServiceType};
 
 /// The name of the one container of every service pod.
 pub const CONTAINER_NAME: &str = "marketplace";
 
 /// The name of the gRPC port, on the container and on the Service.
 pub const GRPC_PORT_NAME: &str = "grpc";
+
+/// The name of the gateway's HTTP port (GraphQL, health, metrics), on the
+/// container and on the Service.
+pub const HTTP_PORT_NAME: &str = "http";
+
+/// The gateway's liveness check: 200 while the process serves at all.
+pub const LIVENESS_PATH: &str = "/healthz";
+
+/// The gateway's readiness check: 200 while it can serve requests.
+pub const READINESS_PATH: &str = "/readyz";
 
 /// The user (and group) the services run as: `nonroot` of the distroless
 /// base images, so the pod runs under the restricted Pod Security Standard.
@@ -86,7 +97,7 @@ pub fn grpc_url(marketplace: &Marketplace, component: Component) -> Option<Strin
 }
 
 /// The Deployment of a service; `None` when the component is disabled or
-/// is not a gRPC service.
+/// is a store.
 pub fn deployment(marketplace: &Marketplace, component: Component) -> Option<Deployment> {
     let workload = Workload::of(marketplace, component)?;
     let name = child_name(marketplace, component);
@@ -111,20 +122,22 @@ pub fn deployment(marketplace: &Marketplace, component: Component) -> Option<Dep
     })
 }
 
-/// The ClusterIP Service in front of a service's pods; `None` when the
-/// component is disabled or is not a gRPC service.
+/// The Service in front of a service's pods; `None` when the component is
+/// disabled or is a store. The gRPC services get a ClusterIP Service on
+/// their own port; the gateway's type and port come from
+/// `spec.gateway.service`, forwarded to its `http` container port.
 pub fn service(marketplace: &Marketplace, component: Component) -> Option<Service> {
     let workload = Workload::of(marketplace, component)?;
     Some(Service {
         metadata: child_meta(marketplace, component, child_name(marketplace, component)),
         spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".to_owned()),
+            type_: Some(service_type(workload.service_type).to_owned()),
             selector: Some(selector_labels(marketplace, component)),
             ports: Some(vec![ServicePort {
-                name: Some(GRPC_PORT_NAME.to_owned()),
+                name: Some(workload.port_name.to_owned()),
                 protocol: Some("TCP".to_owned()),
-                port: i32::from(workload.port),
-                target_port: Some(IntOrString::String(GRPC_PORT_NAME.to_owned())),
+                port: workload.service_port,
+                target_port: Some(IntOrString::String(workload.port_name.to_owned())),
                 ..ServicePort::default()
             }]),
             ..ServiceSpec::default()
@@ -134,8 +147,8 @@ pub fn service(marketplace: &Marketplace, component: Component) -> Option<Servic
 }
 
 /// The PodDisruptionBudget of a service: at most one pod voluntarily
-/// evicted at a time. `None` when the component is disabled, is not a gRPC
-/// service, or runs one replica or none (a budget on a single pod would
+/// evicted at a time. `None` when the component is disabled, is a store,
+/// or runs one replica or none (a budget on a single pod would
 /// block node drains for good).
 pub fn pod_disruption_budget(
     marketplace: &Marketplace,
@@ -159,17 +172,50 @@ pub fn pod_disruption_budget(
     })
 }
 
-/// What the spec says about one enabled gRPC service.
+/// What the spec says about one enabled service.
 struct Workload<'a> {
+    /// The container port the service listens on, and its name.
     port: u16,
-    health_service: &'static str,
+    port_name: &'static str,
+    health: Health,
     replicas: i32,
     resources: Option<&'a ResourceRequirements>,
+    service_type: ServiceType,
+    /// The port of the Service, forwarded to the named container port.
+    service_port: i32,
+}
+
+/// How the kubelet checks a service's health.
+#[derive(Clone, Copy)]
+enum Health {
+    /// Native gRPC health checks (`grpc.health.v1`) of this service name.
+    Grpc(&'static str),
+    /// HTTP GETs of [`LIVENESS_PATH`] and [`READINESS_PATH`].
+    Http,
+}
+
+/// Which question a probe asks.
+#[derive(Clone, Copy)]
+enum Check {
+    Live,
+    Ready,
 }
 
 impl<'a> Workload<'a> {
     fn of(marketplace: &'a Marketplace, component: Component) -> Option<Self> {
         let spec = &marketplace.spec;
+        if component == Component::Gateway {
+            let gateway = &spec.gateway;
+            return gateway.enabled.then_some(Self {
+                port: ports::GATEWAY,
+                port_name: HTTP_PORT_NAME,
+                health: Health::Http,
+                replicas: gateway.replicas,
+                resources: gateway.resources.as_ref(),
+                service_type: gateway.service.type_,
+                service_port: gateway.service.port,
+            });
+        }
         let (enabled, replicas, resources) = match component {
             Component::Account => (
                 spec.account.enabled,
@@ -191,11 +237,15 @@ impl<'a> Workload<'a> {
         if !enabled {
             return None;
         }
+        let port = port(component)?;
         Some(Self {
-            port: port(component)?,
-            health_service: health_service_name(component)?,
+            port,
+            port_name: GRPC_PORT_NAME,
+            health: Health::Grpc(health_service_name(component)?),
             replicas,
             resources,
+            service_type: ServiceType::ClusterIP,
+            service_port: i32::from(port),
         })
     }
 }
@@ -214,15 +264,16 @@ fn pod_spec(marketplace: &Marketplace, component: Component, workload: &Workload
             ]),
             env: Some(env_vars(marketplace, component, workload.port)),
             ports: Some(vec![ContainerPort {
-                name: Some(GRPC_PORT_NAME.to_owned()),
+                name: Some(workload.port_name.to_owned()),
                 container_port: i32::from(workload.port),
                 protocol: Some("TCP".to_owned()),
                 ..ContainerPort::default()
             }]),
-            readiness_probe: Some(grpc_probe(workload, 10, 3)),
-            liveness_probe: Some(grpc_probe(workload, 10, 3)),
-            startup_probe: Some(grpc_probe(
+            readiness_probe: Some(probe(workload, Check::Ready, 10, 3)),
+            liveness_probe: Some(probe(workload, Check::Live, 10, 3)),
+            startup_probe: Some(probe(
                 workload,
+                Check::Live,
                 STARTUP_PERIOD_SECONDS,
                 STARTUP_FAILURE_THRESHOLD,
             )),
@@ -257,11 +308,36 @@ fn pod_spec(marketplace: &Marketplace, component: Component, workload: &Workload
 }
 
 /// The service's configuration, every name from [`marketplace_config::env`].
-/// The catalog's index name is left at the service's default.
+/// The catalog's index name is left at the service's default; the gateway
+/// gets no CORS variable when the spec allows no origin.
 fn env_vars(marketplace: &Marketplace, component: Component, port: u16) -> Vec<EnvVar> {
     let listen_addr = format!("0.0.0.0:{port}");
     let spec = &marketplace.spec;
     match component {
+        Component::Gateway => {
+            let mut vars = vec![
+                value(env::GATEWAY_LISTEN_ADDR, listen_addr),
+                value(
+                    env::GATEWAY_ACCOUNT_URL,
+                    grpc_url(marketplace, Component::Account).unwrap_or_default(),
+                ),
+                value(
+                    env::GATEWAY_CATALOG_URL,
+                    grpc_url(marketplace, Component::Catalog).unwrap_or_default(),
+                ),
+                value(
+                    env::GATEWAY_ORDER_URL,
+                    grpc_url(marketplace, Component::Order).unwrap_or_default(),
+                ),
+            ];
+            if !spec.gateway.cors_origins.is_empty() {
+                vars.push(value(
+                    env::GATEWAY_CORS_ORIGINS,
+                    spec.gateway.cors_origins.join(","),
+                ));
+            }
+            vars
+        }
         Component::Account => vec![
             value(env::ACCOUNT_LISTEN_ADDR, listen_addr),
             database_url(
@@ -350,21 +426,50 @@ fn search_url(marketplace: &Marketplace, search: &Search) -> String {
 /// `<service>.<namespace>.svc`, or the bare name (resolved in the pod's own
 /// namespace) for a marketplace without a namespace, which the API server
 /// never returns.
-fn service_host(marketplace: &Marketplace, service: &str) -> String {
+pub(super) fn service_host(marketplace: &Marketplace, service: &str) -> String {
     match marketplace.namespace() {
         Some(namespace) => format!("{service}.{namespace}.svc"),
         None => service.to_owned(),
     }
 }
 
-/// A native gRPC health check of the service's own name. Every field is
-/// explicit, so what the API server stores equals what was built.
-fn grpc_probe(workload: &Workload<'_>, period_seconds: i32, failure_threshold: i32) -> Probe {
+/// A health check: native gRPC of the service's own name (which answers
+/// for liveness and readiness alike), or an HTTP GET of the gateway's live
+/// or ready path. Every field is explicit, so what the API server stores
+/// equals what was built.
+fn probe(
+    workload: &Workload<'_>,
+    check: Check,
+    period_seconds: i32,
+    failure_threshold: i32,
+) -> Probe {
+    let (grpc, http_get) = match workload.health {
+        Health::Grpc(service) => (
+            Some(GRPCAction {
+                port: i32::from(workload.port),
+                service: Some(service.to_owned()),
+            }),
+            None,
+        ),
+        Health::Http => (
+            None,
+            Some(HTTPGetAction {
+                path: Some(
+                    match check {
+                        Check::Live => LIVENESS_PATH,
+                        Check::Ready => READINESS_PATH,
+                    }
+                    .to_owned(),
+                ),
+                port: IntOrString::String(workload.port_name.to_owned()),
+                scheme: Some("HTTP".to_owned()),
+                ..HTTPGetAction::default()
+            }),
+        ),
+    };
     Probe {
-        grpc: Some(GRPCAction {
-            port: i32::from(workload.port),
-            service: Some(workload.health_service.to_owned()),
-        }),
+        grpc,
+        http_get,
         period_seconds: Some(period_seconds),
         failure_threshold: Some(failure_threshold),
         timeout_seconds: Some(1),
@@ -388,6 +493,14 @@ fn resources(given: Option<&ResourceRequirements>) -> ResourceRequirements {
     })
 }
 
+fn service_type(type_: ServiceType) -> &'static str {
+    match type_ {
+        ServiceType::ClusterIP => "ClusterIP",
+        ServiceType::NodePort => "NodePort",
+        ServiceType::LoadBalancer => "LoadBalancer",
+    }
+}
+
 fn pull_policy(policy: PullPolicy) -> &'static str {
     match policy {
         PullPolicy::Always => "Always",
@@ -406,7 +519,13 @@ mod tests {
         DatabaseComponent, ExternalDatabase, ExternalSearch, MarketplaceSpec, SecretKeyRef,
     };
 
-    const SERVICES: [Component; 3] = [Component::Account, Component::Catalog, Component::Order];
+    /// Everything built here: the gateway and the gRPC services.
+    const WORKLOADS: [Component; 4] = [
+        Component::Gateway,
+        Component::Account,
+        Component::Catalog,
+        Component::Order,
+    ];
 
     fn default_marketplace() -> Marketplace {
         fixtures::marketplace(MarketplaceSpec::default())
@@ -503,6 +622,7 @@ mod tests {
             Component::Account => spec.account.enabled = false,
             Component::Catalog => spec.catalog.enabled = false,
             Component::Order => spec.order.enabled = false,
+            Component::Gateway => spec.gateway.enabled = false,
             _ => unreachable!(),
         }
         fixtures::marketplace(spec)
@@ -510,6 +630,7 @@ mod tests {
 
     fn with_replicas(replicas: i32) -> Marketplace {
         let mut spec = MarketplaceSpec::default();
+        spec.gateway.replicas = replicas;
         spec.account.replicas = replicas;
         spec.catalog.replicas = replicas;
         spec.order.replicas = replicas;
@@ -520,7 +641,7 @@ mod tests {
     fn each_service_runs_the_marketplace_image_serving_its_own_target() {
         let marketplace = default_marketplace();
 
-        for component in SERVICES {
+        for component in WORKLOADS {
             let deployment = deployment(&marketplace, component).unwrap();
             let container = container(&deployment);
 
@@ -552,7 +673,7 @@ mod tests {
         spec.image.pull_policy = PullPolicy::Always;
         let marketplace = fixtures::marketplace(spec);
 
-        for component in SERVICES {
+        for component in WORKLOADS {
             let deployment = deployment(&marketplace, component).unwrap();
             let container = container(&deployment);
             assert_eq!(
@@ -678,8 +799,11 @@ mod tests {
 
     #[test]
     fn every_variable_the_deployments_set_is_one_a_service_reads() {
-        for marketplace in [default_marketplace(), external_stores()] {
-            for component in SERVICES {
+        let mut with_origins = default_marketplace();
+        with_origins.spec.gateway.cors_origins = vec!["https://shop.example.com".to_owned()];
+
+        for marketplace in [default_marketplace(), external_stores(), with_origins] {
+            for component in WORKLOADS {
                 let deployment = deployment(&marketplace, component).unwrap();
                 for name in env_names(container(&deployment)) {
                     assert!(
@@ -740,7 +864,7 @@ mod tests {
     fn pods_run_under_the_restricted_security_profile() {
         let marketplace = default_marketplace();
 
-        for component in SERVICES {
+        for component in WORKLOADS {
             let deployment = deployment(&marketplace, component).unwrap();
             let pod = pod(&deployment);
             let pod_context = pod.security_context.as_ref().unwrap();
@@ -765,7 +889,7 @@ mod tests {
     fn pods_without_resources_in_the_spec_request_a_little_and_set_no_limits() {
         let marketplace = default_marketplace();
 
-        for component in SERVICES {
+        for component in WORKLOADS {
             let deployment = deployment(&marketplace, component).unwrap();
             let resources = container(&deployment).resources.as_ref().unwrap();
             let requests = resources.requests.as_ref().unwrap();
@@ -789,12 +913,13 @@ mod tests {
             ..ResourceRequirements::default()
         };
         let mut spec = MarketplaceSpec::default();
+        spec.gateway.resources = Some(given.clone());
         spec.account.resources = Some(given.clone());
         spec.catalog.resources = Some(given.clone());
         spec.order.resources = Some(given.clone());
         let marketplace = fixtures::marketplace(spec);
 
-        for component in SERVICES {
+        for component in WORKLOADS {
             let deployment = deployment(&marketplace, component).unwrap();
             assert_eq!(container(&deployment).resources.as_ref(), Some(&given));
         }
@@ -808,6 +933,7 @@ mod tests {
     #[test]
     fn replicas_come_from_the_spec() {
         let mut spec = MarketplaceSpec::default();
+        spec.gateway.replicas = 4;
         spec.account.replicas = 2;
         spec.catalog.replicas = 0;
         spec.order = DatabaseComponent {
@@ -817,6 +943,7 @@ mod tests {
         let marketplace = fixtures::marketplace(spec);
 
         for (component, replicas) in [
+            (Component::Gateway, 4),
             (Component::Account, 2),
             (Component::Catalog, 0),
             (Component::Order, 5),
@@ -830,7 +957,7 @@ mod tests {
     fn every_object_is_named_labelled_owned_and_selects_its_own_pods() {
         let marketplace = with_replicas(2);
 
-        for component in SERVICES {
+        for component in WORKLOADS {
             let name = format!("shop-{component}");
             let deployment = deployment(&marketplace, component).unwrap();
             let service = service(&marketplace, component).unwrap();
@@ -897,8 +1024,9 @@ mod tests {
 
     #[test]
     fn a_disabled_service_gets_no_deployment_service_or_budget() {
-        for component in SERVICES {
+        for component in WORKLOADS {
             let mut marketplace = disabled(component);
+            marketplace.spec.gateway.replicas = 3;
             marketplace.spec.account.replicas = 3;
             marketplace.spec.catalog.replicas = 3;
             marketplace.spec.order.replicas = 3;
@@ -907,7 +1035,7 @@ mod tests {
             assert!(service(&marketplace, component).is_none());
             assert!(pod_disruption_budget(&marketplace, component).is_none());
             // The others are untouched.
-            for other in SERVICES.into_iter().filter(|&other| other != component) {
+            for other in WORKLOADS.into_iter().filter(|&other| other != component) {
                 assert!(deployment(&marketplace, other).is_some());
                 assert!(service(&marketplace, other).is_some());
                 assert!(pod_disruption_budget(&marketplace, other).is_some());
@@ -930,11 +1058,10 @@ mod tests {
     }
 
     #[test]
-    fn the_gateway_and_the_stores_are_not_built_here() {
+    fn the_stores_are_not_built_here() {
         let marketplace = with_replicas(3);
 
         for component in [
-            Component::Gateway,
             Component::AccountDatabase,
             Component::OrderDatabase,
             Component::Search,
@@ -944,13 +1071,143 @@ mod tests {
             assert!(pod_disruption_budget(&marketplace, component).is_none());
             assert!(grpc_url(&marketplace, component).is_none());
         }
+        // The gateway serves HTTP, not gRPC.
+        assert!(grpc_url(&marketplace, Component::Gateway).is_none());
+    }
+
+    #[test]
+    fn the_gateway_listens_on_8080_and_calls_each_service_at_its_grpc_url() {
+        let deployment = deployment(&default_marketplace(), Component::Gateway).unwrap();
+        let container = container(&deployment);
+
+        assert_eq!(
+            env_names(container),
+            [
+                env::GATEWAY_LISTEN_ADDR,
+                env::GATEWAY_ACCOUNT_URL,
+                env::GATEWAY_CATALOG_URL,
+                env::GATEWAY_ORDER_URL,
+            ]
+        );
+        assert_eq!(literal(container, env::GATEWAY_LISTEN_ADDR), "0.0.0.0:8080");
+        assert_eq!(
+            literal(container, env::GATEWAY_ACCOUNT_URL),
+            "http://shop-account.team-a.svc:8081"
+        );
+        assert_eq!(
+            literal(container, env::GATEWAY_CATALOG_URL),
+            "http://shop-catalog.team-a.svc:8082"
+        );
+        assert_eq!(
+            literal(container, env::GATEWAY_ORDER_URL),
+            "http://shop-order.team-a.svc:8083"
+        );
+    }
+
+    #[test]
+    fn the_gateways_cors_origins_are_passed_joined_by_commas() {
+        let mut marketplace = default_marketplace();
+        marketplace.spec.gateway.cors_origins = vec![
+            "https://shop.example.com".to_owned(),
+            "http://localhost:3000".to_owned(),
+        ];
+
+        let deployment = deployment(&marketplace, Component::Gateway).unwrap();
+
+        assert_eq!(
+            literal(container(&deployment), env::GATEWAY_CORS_ORIGINS),
+            "https://shop.example.com,http://localhost:3000"
+        );
+    }
+
+    #[test]
+    fn the_gateway_gets_no_cors_variable_when_the_spec_allows_no_origin() {
+        let deployment = deployment(&default_marketplace(), Component::Gateway).unwrap();
+
+        assert!(!env_names(container(&deployment)).contains(&env::GATEWAY_CORS_ORIGINS));
+    }
+
+    #[test]
+    fn the_gateways_http_port_is_named_and_probed_over_http() {
+        let deployment = deployment(&default_marketplace(), Component::Gateway).unwrap();
+        let container = container(&deployment);
+
+        let ports = container.ports.as_ref().unwrap();
+        assert_eq!(ports.len(), 1);
+        assert_eq!(ports[0].name.as_deref(), Some("http"));
+        assert_eq!(ports[0].container_port, 8080);
+        assert_eq!(ports[0].protocol.as_deref(), Some("TCP"));
+        for (probe, path) in [
+            (&container.startup_probe, "/healthz"),
+            (&container.liveness_probe, "/healthz"),
+            (&container.readiness_probe, "/readyz"),
+        ] {
+            let probe = probe.as_ref().unwrap();
+            let http = probe.http_get.as_ref().unwrap();
+            assert_eq!(http.path.as_deref(), Some(path));
+            assert_eq!(http.port, IntOrString::String("http".to_owned()));
+            assert_eq!(http.scheme.as_deref(), Some("HTTP"));
+            assert_eq!(http.host, None);
+            assert!(probe.grpc.is_none() && probe.tcp_socket.is_none());
+            assert!(probe.exec.is_none());
+        }
+        let startup = container.startup_probe.as_ref().unwrap();
+        assert!(startup.period_seconds.unwrap() * startup.failure_threshold.unwrap() >= 120);
+    }
+
+    #[test]
+    fn the_gateways_service_has_the_spec_type_and_port_forwarded_to_http() {
+        for (type_, name, port) in [
+            (ServiceType::ClusterIP, "ClusterIP", 8080),
+            (ServiceType::NodePort, "NodePort", 8080),
+            (ServiceType::LoadBalancer, "LoadBalancer", 80),
+        ] {
+            let mut marketplace = default_marketplace();
+            marketplace.spec.gateway.service.type_ = type_;
+            marketplace.spec.gateway.service.port = port;
+
+            let spec = service(&marketplace, Component::Gateway)
+                .unwrap()
+                .spec
+                .unwrap();
+
+            assert_eq!(spec.type_.as_deref(), Some(name));
+            assert_eq!(
+                spec.selector.as_ref(),
+                Some(&selector_labels(&marketplace, Component::Gateway))
+            );
+            let ports = spec.ports.unwrap();
+            assert_eq!(ports.len(), 1);
+            assert_eq!(ports[0].name.as_deref(), Some("http"));
+            assert_eq!(ports[0].protocol.as_deref(), Some("TCP"));
+            assert_eq!(ports[0].port, port);
+            assert_eq!(
+                ports[0].target_port,
+                Some(IntOrString::String("http".to_owned()))
+            );
+            // The API server allocates node ports; the operator leaves
+            // them to it.
+            assert_eq!(ports[0].node_port, None);
+        }
+    }
+
+    #[test]
+    fn the_gateways_service_port_leaves_its_container_port_at_8080() {
+        let mut marketplace = default_marketplace();
+        marketplace.spec.gateway.service.port = 80;
+
+        let deployment = deployment(&marketplace, Component::Gateway).unwrap();
+        let container = container(&deployment);
+
+        assert_eq!(container.ports.as_ref().unwrap()[0].container_port, 8080);
+        assert_eq!(literal(container, env::GATEWAY_LISTEN_ADDR), "0.0.0.0:8080");
     }
 
     #[test]
     fn a_budget_is_made_only_above_one_replica_and_allows_one_pod_down() {
         for replicas in [0, 1] {
             let marketplace = with_replicas(replicas);
-            for component in SERVICES {
+            for component in WORKLOADS {
                 assert!(
                     pod_disruption_budget(&marketplace, component).is_none(),
                     "{component} with {replicas} replicas got a budget"
@@ -959,7 +1216,7 @@ mod tests {
         }
         for replicas in [2, 7] {
             let marketplace = with_replicas(replicas);
-            for component in SERVICES {
+            for component in WORKLOADS {
                 let spec = pod_disruption_budget(&marketplace, component)
                     .unwrap()
                     .spec
@@ -974,7 +1231,7 @@ mod tests {
     fn building_twice_gives_the_same_objects() {
         let marketplace = with_replicas(2);
 
-        for component in SERVICES {
+        for component in WORKLOADS {
             assert_eq!(
                 deployment(&marketplace, component),
                 deployment(&marketplace, component)

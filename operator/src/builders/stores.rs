@@ -44,8 +44,8 @@ pub const SEARCH_HTTP_PORT: i32 = 9200;
 /// The transport port the managed Elasticsearch nodes talk to each other on.
 pub const SEARCH_TRANSPORT_PORT: i32 = 9300;
 
-/// The port the gateway's pods listen on.
-pub const GATEWAY_PORT: i32 = 8080;
+/// The port the gateway's pods listen on (GraphQL, health and metrics).
+pub const GATEWAY_PORT: i32 = marketplace_config::ports::GATEWAY as i32;
 
 // The gRPC ports of the services, in the type Kubernetes uses for ports.
 const ACCOUNT_PORT: i32 = marketplace_config::ports::ACCOUNT as i32;
@@ -562,8 +562,9 @@ fn heap_memory(heap: &str) -> Option<Quantity> {
 ///   Elasticsearch: HTTP only from the catalog, transport from its own nodes.
 ///
 /// Policies are made for the components that run (and the stores that are
-/// managed). Prometheus scraping of the metrics ports is not allowed yet:
-/// the monitoring builders add that.
+/// managed). The gateway's rule also lets Prometheus scrape its `/metrics`
+/// on that port; scraping the gRPC services' admin ports is not allowed
+/// yet: the monitoring builders add that.
 pub fn network_policies(marketplace: &Marketplace) -> Vec<NetworkPolicy> {
     let spec = &marketplace.spec;
     let mut policies = vec![default_deny(marketplace)];
