@@ -30,22 +30,7 @@ pub(crate) struct BenchArgs {
 }
 
 pub(crate) fn services(tools: &Tools, args: &BenchArgs) -> Result<()> {
-    println!("==> building marketplace and marketplace-bench (release)");
-    let status = process::run_foreground(
-        crate::cargo(&[
-            "build",
-            "--release",
-            "-p",
-            "marketplace",
-            "-p",
-            "marketplace-bench",
-        ]),
-        "cargo build --release",
-    )?;
-    if !status.success() {
-        bail!("the release build failed ({status})");
-    }
-    let release = target_dir()?.join("release");
+    let release = build_release(&["marketplace", "marketplace-bench"])?;
     let marketplace = release.join("marketplace");
     let driver = release.join("marketplace-bench");
 
@@ -274,6 +259,21 @@ fn database_url(server_url: &str, database: &str) -> Result<String> {
         .rsplit_once('/')
         .with_context(|| format!("{server_url} has no database path"))?;
     Ok(format!("{server}/{database}"))
+}
+
+/// Builds `packages` in release mode and returns the directory of their
+/// binaries.
+pub(crate) fn build_release(packages: &[&str]) -> Result<PathBuf> {
+    println!("==> building {} (release)", packages.join(" and "));
+    let mut args = vec!["build", "--release"];
+    for package in packages {
+        args.extend(["-p", package]);
+    }
+    let status = process::run_foreground(crate::cargo(&args), "cargo build --release")?;
+    if !status.success() {
+        bail!("the release build failed ({status})");
+    }
+    Ok(target_dir()?.join("release"))
 }
 
 fn target_dir() -> Result<PathBuf> {

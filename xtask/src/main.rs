@@ -7,6 +7,7 @@
 
 mod backends;
 mod bench;
+mod bench_operator;
 mod cache;
 mod codegen;
 mod install;
@@ -47,7 +48,7 @@ enum Command {
     /// Start the test backends, print the environment the tests read, and
     /// keep them running until Ctrl-C (for running single tests by hand).
     Backends,
-    /// Run a benchmark on real and embedded backends and print its numbers.
+    /// Run a benchmark on the test backends and print its numbers.
     Bench {
         #[command(subcommand)]
         bench: Bench,
@@ -74,6 +75,9 @@ enum Bench {
     /// CreateOrder and product search against the account, catalog and
     /// order services, and pgbench's ceiling for CreateOrder's transaction.
     Services(bench::BenchArgs),
+    /// 1 and 50 Marketplaces on the operator and the kwok cluster: time to
+    /// children and to Ready, peak memory, API writes once converged.
+    Operator(bench_operator::OperatorBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -91,6 +95,11 @@ fn main() -> ExitCode {
             bench: Bench::Services(args),
         } => install()
             .and_then(|tools| bench::services(&tools, &args))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Bench {
+            bench: Bench::Operator(args),
+        } => install()
+            .and_then(|tools| bench_operator::operator(&tools, &args))
             .map(|()| ExitCode::SUCCESS),
         Command::ReapCluster {
             kwokctl,

@@ -1,7 +1,10 @@
 //! `marketplace-bench`: the load driver behind `cargo xtask bench`. It talks
 //! to services that are already running (xtask starts them), seeds them with
 //! data, then drives one operation at a time at a fixed concurrency for a
-//! fixed time and prints throughput and latency percentiles.
+//! fixed time and prints throughput and latency percentiles. `operator`
+//! times a running operator on Marketplaces instead (see [`operator`]).
+
+mod operator;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -39,6 +42,9 @@ enum Cli {
         #[arg(long, default_value_t = 3)]
         lines: usize,
     },
+    /// Marketplaces on a running operator: time to their children and to
+    /// Ready, the operator's peak memory and its API writes once converged.
+    Operator(operator::OperatorArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -97,6 +103,7 @@ async fn main() -> Result<()> {
             print!("{}", pgbench_script(lines));
             Ok(())
         }
+        Cli::Operator(args) => operator::run(args).await,
     }
 }
 

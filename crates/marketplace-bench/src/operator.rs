@@ -1,0 +1,1321 @@
+//! `marketplace-bench operator`: how fast a running operator turns
+//! Marketplaces into their children and a Ready status, how much memory it
+//! takes, and whether it stays quiet once they converged.
+//!
+//! xtask starts the release-built operator against the kwok cluster; this
+//! driver only talks to the API server and to the operator's `/metrics`.
+//! Each round creates N Marketplaces at once, copies of one manifest's spec
+//! spread over fresh namespaces, and times each of them from the moment its
+//! create returned:
+//! - to **children**: the last of the children that the operator's own
+//!   builders make for it was seen by a watch (the operator's work);
+//! - to **workloads ready**: the last of its Deployments and StatefulSets
+//!   has its replicas ready at its generation (the control plane's work:
+//!   ReplicaSets, pods, scheduling, volume claims, kwok's pod stages);
+//! - to **Ready**: its status says `Ready=True` for its generation (the
+//!   operator noticing the workloads and writing the status).
+//!
+//! Then the operator's API write counter is read at convergence and again
+//! after a quiet window, and its peak resident memory (VmHWM) is read from
+//! `/proc`. The Marketplaces of a round stay while the next one runs, so
+//! the operator of the last round also keeps the earlier ones converged.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::{Stream, StreamExt};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, Node, NodeStatus, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, ServiceCIDR, ServiceCIDRSpec};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{ObjectMeta, PartialObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource, ResourceExt};
+use marketplace_config::parse_duration;
+use marketplace_operator::builders::{Component, MANAGER, monitoring, services, stores};
+use marketplace_operator::crd::Marketplace;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct OperatorArgs {
+    /// Where the operator serves `/metrics`.
+    #[arg(long)]
+    metrics_addr: SocketAddr,
+    /// The operator's process id, for its memory (`/proc/PID/status`).
+    #[arg(long)]
+    operator_pid: u32,
+    /// A Marketplace manifest; every instance gets a copy of its spec.
+    #[arg(long)]
+    spec: PathBuf,
+    /// Marketplaces created at once in each round, round after round
+    /// (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 50])]
+    instances: Vec<usize>,
+    /// Marketplaces per namespace; every round makes fresh namespaces.
+    #[arg(long, default_value_t = 5)]
+    per_namespace: usize,
+    /// How long the operator's API writes are counted once a round has
+    /// converged.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    steady: Duration,
+    /// How long a round may take to converge before the benchmark fails.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    deadline: Duration,
+}
+
+/// Targets of the operator issue.
+const TARGET_CHILDREN_P50: Duration = Duration::from_secs(1);
+const TARGET_PEAK_RSS_MIB: f64 = 50.0;
+const TARGET_RSS_INSTANCES: usize = 50;
+
+pub(crate) async fn run(args: OperatorArgs) -> Result<()> {
+    if args.per_namespace == 0 || args.instances.contains(&0) {
+        bail!("--instances and --per-namespace must be at least 1");
+    }
+    let manifest = std::fs::read_to_string(&args.spec)
+        .with_context(|| format!("reading {}", args.spec.display()))?;
+    let template: Marketplace = serde_yaml::from_str(&manifest)
+        .with_context(|| format!("{} is not a Marketplace", args.spec.display()))?;
+    let client = Client::try_default()
+        .await
+        .context("building a Kubernetes client from KUBECONFIG")?;
+    let service_monitors = client
+        .list_api_group_resources(monitoring::SERVICE_MONITOR_API_VERSION)
+        .await
+        .is_ok_and(|group| group.resources.iter().any(|r| r.kind == "ServiceMonitor"));
+    if service_monitors {
+        // The operator would make ServiceMonitors, which are not watched here.
+        bail!("the cluster serves monitoring.coreos.com/v1 ServiceMonitors; run on one without");
+    }
+    let operator = OperatorProcess {
+        metrics: args.metrics_addr,
+        pid: args.operator_pid,
+    };
+    wait_leading(&operator).await?;
+    make_room_for_services(&client).await?;
+    let pods = args.instances.iter().sum::<usize>() * pods_of(&template);
+    make_room_for_pods(&client, pods).await?;
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    start_watches(&client, &seen);
+    wait_synced(&seen).await?;
+
+    let mut rounds = Vec::new();
+    for (index, &instances) in args.instances.iter().enumerate() {
+        let round = run_round(
+            &client, &args, &operator, &template, &seen, index, instances,
+        )
+        .await?;
+        round.print();
+        rounds.push(round);
+    }
+    print_summary(&rounds, args.steady);
+    Ok(())
+}
+
+/// The operator as this driver sees it: its metrics and its process.
+#[derive(Debug, Clone, Copy)]
+struct OperatorProcess {
+    metrics: SocketAddr,
+    pid: u32,
+}
+
+impl OperatorProcess {
+    async fn counters(&self) -> Result<Counters> {
+        let text = scrape(self.metrics).await?;
+        Ok(Counters::parse(&text))
+    }
+
+    fn memory(&self) -> Result<Memory> {
+        let path = format!("/proc/{}/status", self.pid);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {path}: has the operator exited?"))?;
+        Memory::parse(&text).with_context(|| format!("no VmHWM/VmRSS in {path}"))
+    }
+}
+
+/// Waits until the operator holds its Lease, so that the first round does
+/// not time the leader election.
+async fn wait_leading(operator: &OperatorProcess) -> Result<()> {
+    wait_until(
+        "the operator to answer on /metrics and hold its leader Lease",
+        Duration::from_secs(60),
+        async || {
+            Ok(operator
+                .counters()
+                .await
+                .is_ok_and(|counters| counters.leader))
+        },
+    )
+    .await
+}
+
+/// Polls `check` every [`POLL`] until it says yes; fails when `timeout`
+/// passes first, or at once when `check` fails.
+async fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !check().await? {
+        if Instant::now() > deadline {
+            bail!("waited {timeout:?} for {what}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(())
+}
+
+const POLL: Duration = Duration::from_millis(20);
+
+/// `(kind, namespace, name)` of an object.
+type Key = (&'static str, String, String);
+
+/// What the watches have seen, each thing with the instant it was first seen.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Every object the operator manages.
+    children: HashMap<Key, Instant>,
+    /// Deployments and StatefulSets with their replicas ready at their generation.
+    workloads_ready: HashMap<Key, Instant>,
+    /// Marketplaces (namespace, name) `Ready=True` at their generation.
+    ready: HashMap<(String, String), Instant>,
+    /// Kinds whose watch has listed what already exists.
+    synced: BTreeSet<&'static str>,
+}
+
+type Shared = Arc<Mutex<Seen>>;
+
+fn lock(seen: &Shared) -> MutexGuard<'_, Seen> {
+    seen.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The kinds the operator makes for a Marketplace without ServiceMonitors.
+const CHILD_KINDS: usize = 7;
+
+fn start_watches(client: &Client, seen: &Shared) {
+    watch_workloads::<Deployment>(client, seen, |deployment| {
+        let status = deployment.status.as_ref();
+        workload_ready(
+            deployment.metadata.generation,
+            deployment.spec.as_ref().and_then(|spec| spec.replicas),
+            status.and_then(|status| status.observed_generation),
+            status.and_then(|status| status.ready_replicas),
+        )
+    });
+    watch_workloads::<StatefulSet>(client, seen, |stateful_set| {
+        let status = stateful_set.status.as_ref();
+        workload_ready(
+            stateful_set.metadata.generation,
+            stateful_set.spec.as_ref().and_then(|spec| spec.replicas),
+            status.and_then(|status| status.observed_generation),
+            status.and_then(|status| status.ready_replicas),
+        )
+    });
+    watch_children::<Service>(client, seen);
+    watch_children::<Secret>(client, seen);
+    watch_children::<NetworkPolicy>(client, seen);
+    watch_children::<PodDisruptionBudget>(client, seen);
+    watch_children::<ConfigMap>(client, seen);
+    follow(
+        "Marketplace",
+        kube::runtime::watcher(
+            Api::<Marketplace>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+        seen,
+        |marketplace: &Marketplace, at, seen| {
+            if is_ready(marketplace) {
+                let key = (
+                    marketplace.namespace().unwrap_or_default(),
+                    marketplace.name_any(),
+                );
+                seen.ready.entry(key).or_insert(at);
+            }
+        },
+    );
+}
+
+/// Whether a Marketplace's status says `Ready=True` for its current spec.
+fn is_ready(marketplace: &Marketplace) -> bool {
+    marketplace.status.as_ref().is_some_and(|status| {
+        status.observed_generation == marketplace.metadata.generation
+            && status
+                .conditions
+                .iter()
+                .any(|condition| condition.type_ == "Ready" && condition.status == "True")
+    })
+}
+
+/// The operator's rule: a workload is ready when its controller has seen
+/// its latest spec and the desired replicas (1 when unset) are ready.
+fn workload_ready(
+    generation: Option<i64>,
+    replicas: Option<i32>,
+    observed_generation: Option<i64>,
+    ready_replicas: Option<i32>,
+) -> bool {
+    observed_generation.unwrap_or(0) >= generation.unwrap_or(0)
+        && ready_replicas.unwrap_or(0) >= replicas.unwrap_or(1)
+}
+
+fn managed_by_the_operator() -> watcher::Config {
+    watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"))
+}
+
+fn key(kind: &'static str, meta: &ObjectMeta) -> Key {
+    (
+        kind,
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// A kind of object the operator makes.
+trait Child:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + k8s_openapi::Resource
+    + Clone
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Child for K where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + k8s_openapi::Resource
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Watches the metadata of the operator's children of kind `K`.
+fn watch_children<K: Child>(client: &Client, seen: &Shared) {
+    let kind = <K as k8s_openapi::Resource>::KIND;
+    follow(
+        kind,
+        // An Api of PartialObjectMeta makes metadata-only requests.
+        kube::runtime::watcher(
+            Api::<PartialObjectMeta<K>>::all(client.clone()),
+            managed_by_the_operator(),
+        ),
+        seen,
+        move |object: &PartialObjectMeta<K>, at, seen| {
+            seen.children
+                .entry(key(kind, &object.metadata))
+                .or_insert(at);
+        },
+    );
+}
+
+/// Watches the operator's workloads of kind `K`: when each appears and
+/// when it first is `ready`.
+fn watch_workloads<K: Child>(client: &Client, seen: &Shared, ready: fn(&K) -> bool) {
+    let kind = <K as k8s_openapi::Resource>::KIND;
+    follow(
+        kind,
+        kube::runtime::watcher(Api::<K>::all(client.clone()), managed_by_the_operator()),
+        seen,
+        move |object: &K, at, seen| {
+            let key = key(kind, object.meta());
+            if ready(object) {
+                seen.workloads_ready.entry(key.clone()).or_insert(at);
+            }
+            seen.children.entry(key).or_insert(at);
+        },
+    );
+}
+
+/// Runs a watch in the background and records each object it sees, with
+/// the instant its event arrived.
+fn follow<T, S>(
+    kind: &'static str,
+    stream: S,
+    seen: &Shared,
+    record: impl Fn(&T, Instant, &mut Seen) + Send + 'static,
+) where
+    T: Send + 'static,
+    S: Stream<Item = Result<Event<T>, watcher::Error>> + Send + 'static,
+{
+    let seen = Arc::clone(seen);
+    tokio::spawn(async move {
+        let mut events = pin!(stream.default_backoff());
+        while let Some(event) = events.next().await {
+            let at = Instant::now();
+            match event {
+                Ok(Event::Apply(object) | Event::InitApply(object)) => {
+                    record(&object, at, &mut lock(&seen));
+                }
+                Ok(Event::InitDone) => {
+                    lock(&seen).synced.insert(kind);
+                }
+                Ok(Event::Init | Event::Delete(_)) => {}
+                Err(error) => eprintln!("bench[operator]: watching {kind}s: {error}; retrying"),
+            }
+        }
+    });
+}
+
+async fn wait_synced(seen: &Shared) -> Result<()> {
+    wait_until(
+        "the watches to list what the cluster holds",
+        Duration::from_secs(60),
+        // The child kinds and the Marketplaces.
+        async || Ok(lock(seen).synced.len() > CHILD_KINDS),
+    )
+    .await
+}
+
+/// The ServiceCIDR the benchmark adds, and its range.
+const BENCH_SERVICE_CIDR: (&str, &str) = ("marketplace-bench", "10.96.0.0/16");
+
+/// Gives the rounds' Services enough addresses. kube-apiserver's default
+/// Service range, which the kwok cluster keeps, is 10.0.0.0/24: 254
+/// addresses, and every Marketplace has five ClusterIP Services (gateway,
+/// account, catalog, order, search), so 50 do not fit. A second
+/// ServiceCIDR (GA since Kubernetes 1.33) adds addresses to a running API
+/// server.
+async fn make_room_for_services(client: &Client) -> Result<()> {
+    let ranges = Api::<ServiceCIDR>::all(client.clone());
+    let (name, cidr) = BENCH_SERVICE_CIDR;
+    let existing: Vec<String> = ranges
+        .list(&Default::default())
+        .await
+        .context("listing ServiceCIDRs")?
+        .into_iter()
+        .filter(|range| range.metadata.name.as_deref() != Some(name))
+        .flat_map(|range| range.spec.and_then(|spec| spec.cidrs).unwrap_or_default())
+        .collect();
+    let range = ServiceCIDR {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ServiceCIDRSpec {
+            cidrs: Some(vec![cidr.to_owned()]),
+        }),
+        status: None,
+    };
+    ranges
+        .patch(
+            name,
+            &PatchParams::apply("marketplace-bench"),
+            &Patch::Apply(&range),
+        )
+        .await
+        .with_context(|| format!("adding the ServiceCIDR {name}"))?;
+    wait_until(
+        &format!("the ServiceCIDR {name} ({cidr}) to be Ready"),
+        Duration::from_secs(30),
+        async || {
+            let range = ranges.get(name).await?;
+            let conditions = range.status.and_then(|status| status.conditions);
+            Ok(conditions
+                .unwrap_or_default()
+                .iter()
+                .any(|condition| condition.type_ == "Ready" && condition.status == "True"))
+        },
+    )
+    .await?;
+    println!(
+        "bench[operator]: Service addresses from {} and {cidr} (ServiceCIDR {name}, added for room)",
+        existing.join(", ")
+    );
+    Ok(())
+}
+
+/// How many pods a Marketplace runs: the replicas of its workloads.
+fn pods_of(marketplace: &Marketplace) -> usize {
+    let mut replicas = 0;
+    for component in Component::ALL {
+        replicas += services::deployment(marketplace, component)
+            .and_then(|deployment| deployment.spec?.replicas)
+            .unwrap_or(0);
+        replicas += stores::database_statefulset(marketplace, component)
+            .and_then(|stateful_set| stateful_set.spec?.replicas)
+            .unwrap_or(0);
+    }
+    replicas += stores::search_statefulset(marketplace)
+        .and_then(|stateful_set| stateful_set.spec?.replicas)
+        .unwrap_or(0);
+    usize::try_from(replicas).unwrap_or(0)
+}
+
+/// The pods a node takes, from its allocatable resources.
+fn pod_capacity(node: &Node) -> usize {
+    node.status
+        .as_ref()
+        .and_then(|status| status.allocatable.as_ref())
+        .and_then(|allocatable| allocatable.get("pods"))
+        .and_then(|pods| pods.0.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Adds fake nodes like the cluster's first one until the nodes take
+/// `pods` with a tenth to spare. The test cluster has two kwok nodes of 110
+/// pods each, and 50 Marketplaces run about 400 pods; without room the
+/// scheduler leaves the rest Pending ("Too many pods"). kwok plays the
+/// kubelet of every node (`--manage-all-nodes`), so a Node object is all a
+/// node needs.
+async fn make_room_for_pods(client: &Client, pods: usize) -> Result<()> {
+    let nodes = Api::<Node>::all(client.clone());
+    let existing = nodes
+        .list(&Default::default())
+        .await
+        .context("listing nodes")?
+        .items;
+    let capacity: usize = existing.iter().map(pod_capacity).sum();
+    let wanted = pods + pods / 10;
+    if capacity >= wanted {
+        return Ok(());
+    }
+    let model = existing
+        .iter()
+        .find(|node| pod_capacity(node) > 0)
+        .context("no node of the cluster takes pods")?;
+    let per_node = pod_capacity(model);
+    let added = (wanted - capacity).div_ceil(per_node);
+    let mut names = Vec::new();
+    for n in 0..added {
+        let name = format!("marketplace-bench-{n}");
+        let mut labels = model.metadata.labels.clone().unwrap_or_default();
+        labels.insert("kubernetes.io/hostname".to_owned(), name.clone());
+        let node = Node {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(labels),
+                annotations: model.metadata.annotations.clone(),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+            status: Some(NodeStatus {
+                allocatable: model.status.as_ref().and_then(|s| s.allocatable.clone()),
+                capacity: model.status.as_ref().and_then(|s| s.capacity.clone()),
+                ..NodeStatus::default()
+            }),
+        };
+        nodes
+            .patch(
+                &name,
+                &PatchParams::apply("marketplace-bench"),
+                &Patch::Apply(&node),
+            )
+            .await
+            .with_context(|| format!("adding node {name}"))?;
+        names.push(name);
+    }
+    for name in &names {
+        wait_until(
+            &format!("the added node {name} to be Ready and schedulable"),
+            Duration::from_secs(60),
+            async || {
+                let node = nodes.get(name).await?;
+                let ready = node
+                    .status
+                    .and_then(|status| status.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|condition| condition.type_ == "Ready" && condition.status == "True");
+                let tainted = node
+                    .spec
+                    .and_then(|spec| spec.taints)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|taint| taint.effect == "NoSchedule");
+                Ok(ready && !tainted)
+            },
+        )
+        .await?;
+    }
+    println!(
+        "bench[operator]: added {added} kwok node(s) like {}: the cluster's {} node(s) take {capacity} pods, the rounds run {pods}",
+        model.name_any(),
+        existing.len(),
+    );
+    Ok(())
+}
+
+/// The `(kind, name)` of every child the operator makes for `marketplace`
+/// on a cluster without ServiceMonitors, from the operator's own builders.
+fn expected_children(marketplace: &Marketplace) -> BTreeSet<(&'static str, String)> {
+    fn named<K: k8s_openapi::Resource + Resource>(object: K) -> (&'static str, String) {
+        (<K as k8s_openapi::Resource>::KIND, object.name_any())
+    }
+    let mut children = BTreeSet::new();
+    for component in Component::ALL {
+        children.extend(services::deployment(marketplace, component).map(named));
+        children.extend(services::service(marketplace, component).map(named));
+        children.extend(services::pod_disruption_budget(marketplace, component).map(named));
+        // The password does not change the Secret's name.
+        children.extend(stores::database_secret(marketplace, component, "").map(named));
+        children.extend(stores::database_service(marketplace, component).map(named));
+        children.extend(stores::database_statefulset(marketplace, component).map(named));
+    }
+    children.extend(stores::search_service(marketplace).map(named));
+    children.extend(stores::search_headless_service(marketplace).map(named));
+    children.extend(stores::search_statefulset(marketplace).map(named));
+    children.extend(stores::network_policies(marketplace).into_iter().map(named));
+    children.extend(monitoring::scrape_config_map(marketplace, false).map(named));
+    children
+}
+
+fn is_workload(kind: &str) -> bool {
+    kind == <Deployment as k8s_openapi::Resource>::KIND
+        || kind == <StatefulSet as k8s_openapi::Resource>::KIND
+}
+
+/// One Marketplace of a round: when its create returned and what it needs.
+#[derive(Debug)]
+struct Instance {
+    namespace: String,
+    name: String,
+    created: Instant,
+    /// How long its create request took.
+    create_took: Duration,
+    children: BTreeSet<(&'static str, String)>,
+}
+
+/// When each milestone of one Marketplace was reached, after its create.
+#[derive(Debug, Clone, Copy)]
+struct Milestones {
+    children: Duration,
+    workloads_ready: Duration,
+    ready: Duration,
+}
+
+impl Instance {
+    /// The milestones, once all are reached.
+    fn milestones(&self, seen: &Seen) -> Option<Milestones> {
+        let mut children = Duration::ZERO;
+        let mut workloads_ready = Duration::ZERO;
+        for (kind, name) in &self.children {
+            let key = (*kind, self.namespace.clone(), name.clone());
+            let created = seen.children.get(&key)?;
+            children = children.max(created.saturating_duration_since(self.created));
+            if is_workload(kind) {
+                let ready = seen.workloads_ready.get(&key)?;
+                workloads_ready =
+                    workloads_ready.max(ready.saturating_duration_since(self.created));
+            }
+        }
+        let ready = seen
+            .ready
+            .get(&(self.namespace.clone(), self.name.clone()))?
+            .saturating_duration_since(self.created);
+        Some(Milestones {
+            children,
+            workloads_ready,
+            ready,
+        })
+    }
+
+    /// What it still waits for, for the error when a round times out.
+    fn missing(&self, seen: &Seen) -> Vec<String> {
+        let mut missing = Vec::new();
+        for (kind, name) in &self.children {
+            let key = (*kind, self.namespace.clone(), name.clone());
+            if !seen.children.contains_key(&key) {
+                missing.push(format!("{kind} {name}"));
+            } else if is_workload(kind) && !seen.workloads_ready.contains_key(&key) {
+                missing.push(format!("{kind} {name} ready"));
+            }
+        }
+        if !seen
+            .ready
+            .contains_key(&(self.namespace.clone(), self.name.clone()))
+        {
+            missing.push("Ready".to_owned());
+        }
+        missing
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_round(
+    client: &Client,
+    args: &OperatorArgs,
+    operator: &OperatorProcess,
+    template: &Marketplace,
+    seen: &Shared,
+    index: usize,
+    instances: usize,
+) -> Result<Round> {
+    let namespaces = make_namespaces(client, index, instances.div_ceil(args.per_namespace)).await?;
+    println!(
+        "bench[operator]: round {}: creating {instances} Marketplace(s) at once in {} namespace(s)",
+        index + 1,
+        namespaces.len()
+    );
+    let before = operator.counters().await?;
+    let cpu_before = CpuTicks::now(operator.pid);
+    let started = Instant::now();
+    let creates = (0..instances).map(|i| {
+        let namespace = namespaces[i / args.per_namespace].clone();
+        let name = format!("shop-{i}");
+        let marketplace = Marketplace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            spec: template.spec.clone(),
+            status: None,
+        };
+        let api = Api::<Marketplace>::namespaced(client.clone(), &namespace);
+        async move {
+            let sent = Instant::now();
+            let created = api
+                .create(&PostParams::default(), &marketplace)
+                .await
+                .with_context(|| format!("creating Marketplace {namespace}/{name}"))?;
+            let returned = Instant::now();
+            // Built from the object as created, with the API server's defaults.
+            anyhow::Ok(Instance {
+                children: expected_children(&created),
+                namespace,
+                name,
+                created: returned,
+                create_took: returned - sent,
+            })
+        }
+    });
+    let created: Vec<Instance> = futures::future::try_join_all(creates).await?;
+    let created_in = started.elapsed();
+    let create_took: Vec<Duration> = created
+        .iter()
+        .map(|instance| instance.create_took)
+        .collect();
+
+    let deadline = Instant::now() + args.deadline;
+    let milestones = loop {
+        {
+            let seen = lock(seen);
+            let reached: Option<Vec<Milestones>> = created
+                .iter()
+                .map(|instance| instance.milestones(&seen))
+                .collect();
+            if let Some(reached) = reached {
+                break reached;
+            }
+            if Instant::now() > deadline {
+                let waiting: Vec<String> = created
+                    .iter()
+                    .filter_map(|instance| {
+                        let missing = instance.missing(&seen);
+                        (!missing.is_empty()).then(|| {
+                            format!(
+                                "{}/{}: {}",
+                                instance.namespace,
+                                instance.name,
+                                missing.join(", ")
+                            )
+                        })
+                    })
+                    .collect();
+                bail!(
+                    "round {}: {} of {instances} Marketplaces did not converge within {:?}:\n  {}",
+                    index + 1,
+                    waiting.len(),
+                    args.deadline,
+                    waiting.join("\n  ")
+                );
+            }
+        }
+        operator.memory()?;
+        tokio::time::sleep(POLL).await;
+    };
+    let converged = operator.counters().await?;
+    let cpu_converged = CpuTicks::now(operator.pid);
+    let converged_in = started.elapsed();
+    // The window is the measurement itself, not a wait for something.
+    tokio::time::sleep(args.steady).await;
+    let after = operator.counters().await?;
+    let cpu_after = CpuTicks::now(operator.pid);
+    let memory = operator.memory()?;
+
+    let children_per_instance: BTreeSet<usize> = created
+        .iter()
+        .map(|instance| instance.children.len())
+        .collect();
+    Ok(Round {
+        instances,
+        namespaces: namespaces.len(),
+        children_per_instance,
+        created_in,
+        create_took,
+        converged_in,
+        milestones,
+        converging: converged.since(&before),
+        converging_cpu: cpu_converged.since(&cpu_before),
+        steady: after.since(&converged),
+        steady_cpu: cpu_after.since(&cpu_converged),
+        steady_window: args.steady,
+        memory,
+    })
+}
+
+/// Creates `count` fresh namespaces and waits until pods can be created in
+/// them (their default ServiceAccount exists), so that the round does not
+/// time the namespace controller.
+async fn make_namespaces(client: &Client, round: usize, count: usize) -> Result<Vec<String>> {
+    let namespaces = Api::<Namespace>::all(client.clone());
+    let mut names = Vec::new();
+    for n in 0..count {
+        let name = format!("bench-{}-r{}-{n}", std::process::id(), round + 1);
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some([("marketplace.dev/bench".to_owned(), "operator".to_owned())].into()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .with_context(|| format!("creating namespace {name}"))?;
+        names.push(name);
+    }
+    for name in &names {
+        let accounts = Api::<ServiceAccount>::namespaced(client.clone(), name);
+        wait_until(
+            &format!("the default ServiceAccount of namespace {name}"),
+            Duration::from_secs(60),
+            async || Ok(accounts.get_opt("default").await?.is_some()),
+        )
+        .await?;
+    }
+    Ok(names)
+}
+
+/// The operator's counters from one scrape of `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Counters {
+    /// API writes by HTTP verb.
+    writes: BTreeMap<String, u64>,
+    reconciles: u64,
+    failed_reconciles: u64,
+    leader: bool,
+}
+
+impl Counters {
+    fn parse(text: &str) -> Self {
+        let mut counters = Self::default();
+        for line in text.lines().filter(|line| !line.starts_with('#')) {
+            let Some((sample, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            // Counters are whole numbers, printed as floats.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let Some(value) = value.parse::<f64>().ok().map(|value| value as u64) else {
+                continue;
+            };
+            if let Some(verb) = sample
+                .strip_prefix("marketplace_operator_api_writes_total{verb=\"")
+                .and_then(|rest| rest.strip_suffix("\"}"))
+            {
+                counters.writes.insert(verb.to_owned(), value);
+            } else if sample == "marketplace_operator_reconciliations_total{result=\"success\"}" {
+                counters.reconciles += value;
+            } else if sample == "marketplace_operator_reconciliations_total{result=\"error\"}" {
+                counters.reconciles += value;
+                counters.failed_reconciles += value;
+            } else if sample == "marketplace_operator_leader" {
+                counters.leader = value == 1;
+            }
+        }
+        counters
+    }
+
+    /// What was counted between `earlier` and this scrape.
+    fn since(&self, earlier: &Self) -> Self {
+        let writes = self
+            .writes
+            .iter()
+            .map(|(verb, count)| {
+                let before = earlier.writes.get(verb).copied().unwrap_or(0);
+                (verb.clone(), count.saturating_sub(before))
+            })
+            .filter(|(_, count)| *count > 0)
+            .collect();
+        Self {
+            writes,
+            reconciles: self.reconciles.saturating_sub(earlier.reconciles),
+            failed_reconciles: self
+                .failed_reconciles
+                .saturating_sub(earlier.failed_reconciles),
+            leader: self.leader,
+        }
+    }
+
+    fn total_writes(&self) -> u64 {
+        self.writes.values().sum()
+    }
+
+    /// `12 (patch 10, delete 2)`, or `0`.
+    fn describe_writes(&self) -> String {
+        if self.writes.is_empty() {
+            return "0".to_owned();
+        }
+        let by_verb: Vec<String> = self
+            .writes
+            .iter()
+            .map(|(verb, count)| format!("{verb} {count}"))
+            .collect();
+        format!("{} ({})", self.total_writes(), by_verb.join(", "))
+    }
+}
+
+/// `GET /metrics` with HTTP/1.0, so the body is neither chunked nor kept alive.
+async fn scrape(address: SocketAddr) -> Result<String> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        stream
+            .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+            .await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        std::io::Result::Ok(response)
+    };
+    let response = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .with_context(|| format!("{address}/metrics did not answer within 5 s"))?
+        .with_context(|| format!("scraping {address}/metrics"))?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("{address}/metrics sent no HTTP response"))?;
+    if head.split(' ').nth(1) != Some("200") {
+        bail!("{address}/metrics answered {head}");
+    }
+    Ok(body.to_owned())
+}
+
+/// CPU time used so far, in USER_HZ ticks: by the operator, and by the
+/// whole machine (busy and in all, summed over its cores).
+#[derive(Debug, Clone, Copy)]
+struct CpuTicks {
+    operator: i64,
+    machine_busy: u64,
+    machine_all: u64,
+}
+
+impl CpuTicks {
+    fn now(operator_pid: u32) -> Self {
+        let operator = crate::cpu_ticks(&[("operator".to_owned(), operator_pid)])
+            .into_values()
+            .sum();
+        let (machine_busy, machine_all) = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|stat| machine_ticks(&stat))
+            .unwrap_or_default();
+        Self {
+            operator,
+            machine_busy,
+            machine_all,
+        }
+    }
+
+    /// The CPU used between `earlier` and this snapshot.
+    fn since(&self, earlier: &Self) -> CpuUse {
+        #[allow(clippy::cast_precision_loss)]
+        let seconds = |ticks: u64| ticks as f64 / crate::CLOCK_TICKS_PER_SECOND;
+        let operator = u64::try_from(self.operator - earlier.operator).unwrap_or(0);
+        let busy = self.machine_busy.saturating_sub(earlier.machine_busy);
+        let all = self.machine_all.saturating_sub(earlier.machine_all);
+        CpuUse {
+            operator_seconds: seconds(operator),
+            machine_busy_seconds: seconds(busy),
+            machine_all_seconds: seconds(all),
+        }
+    }
+}
+
+/// Busy and total ticks of all cores, from the `cpu` line of `/proc/stat`:
+/// user nice system idle iowait irq softirq steal; idle and iowait are not busy.
+fn machine_ticks(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    let all: u64 = ticks.iter().sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some((all - idle, all))
+}
+
+/// CPU used over a stretch of time, in seconds.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuUse {
+    operator_seconds: f64,
+    machine_busy_seconds: f64,
+    machine_all_seconds: f64,
+}
+
+impl CpuUse {
+    /// `CPU: the operator 3.2 s, the whole machine 75.0 s (70% busy)`.
+    fn describe(&self) -> String {
+        format!(
+            "CPU: the operator {:.1} s, the whole machine {:.1} s ({:.0}% busy)",
+            self.operator_seconds,
+            self.machine_busy_seconds,
+            100.0 * self.machine_busy_seconds / self.machine_all_seconds.max(f64::EPSILON)
+        )
+    }
+}
+
+/// The operator's resident memory, from `/proc/PID/status`, in KiB.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Memory {
+    /// The peak since the process started (VmHWM).
+    peak_kib: u64,
+    /// Now (VmRSS).
+    current_kib: u64,
+}
+
+impl Memory {
+    fn parse(status: &str) -> Option<Self> {
+        let field = |name: &str| {
+            status.lines().find_map(|line| {
+                line.strip_prefix(name)?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+        };
+        Some(Self {
+            peak_kib: field("VmHWM:")?,
+            current_kib: field("VmRSS:")?,
+        })
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let kib = kib as f64;
+    kib / 1024.0
+}
+
+/// The nearest-rank percentile `p` (0-100] of `values`; `None` when empty.
+fn percentile<T: Copy + PartialOrd>(values: &[T], p: f64) -> Option<T> {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
+}
+
+/// p50, p99 and max of `values`, in seconds.
+fn spread(values: &[Duration]) -> [f64; 3] {
+    [50.0, 99.0, 100.0].map(|p| percentile(values, p).unwrap_or_default().as_secs_f64())
+}
+
+/// What one round measured.
+#[derive(Debug)]
+struct Round {
+    instances: usize,
+    namespaces: usize,
+    /// The distinct child counts of its Marketplaces (one, for copies of one spec).
+    children_per_instance: BTreeSet<usize>,
+    created_in: Duration,
+    /// How long each create request took (the times start at its return).
+    create_took: Vec<Duration>,
+    converged_in: Duration,
+    milestones: Vec<Milestones>,
+    /// From just before the creates to convergence.
+    converging: Counters,
+    converging_cpu: CpuUse,
+    /// From convergence to the end of the quiet window.
+    steady: Counters,
+    steady_cpu: CpuUse,
+    steady_window: Duration,
+    memory: Memory,
+}
+
+impl Round {
+    fn times(&self, of: impl Fn(&Milestones) -> Duration) -> Vec<Duration> {
+        self.milestones.iter().map(of).collect()
+    }
+
+    fn children_counts(&self) -> String {
+        let counts: Vec<String> = self
+            .children_per_instance
+            .iter()
+            .map(usize::to_string)
+            .collect();
+        counts.join("/")
+    }
+
+    fn print(&self) {
+        let line = |label: &str, values: &[Duration]| {
+            let [p50, p99, max] = spread(values);
+            println!("    {label:<36} p50 {p50:>7.3} s   p99 {p99:>7.3} s   max {max:>7.3} s");
+        };
+        println!(
+            "bench[operator]: {} Marketplace(s) in {} namespace(s), {} children each; creates returned within {:.3} s, all Ready {:.3} s after the first create",
+            self.instances,
+            self.namespaces,
+            self.children_counts(),
+            self.created_in.as_secs_f64(),
+            self.converged_in.as_secs_f64(),
+        );
+        line("the create request itself", &self.create_took);
+        let children = self.times(|m| m.children);
+        let ready = self.times(|m| m.ready);
+        line("apply -> all children created", &children);
+        line(
+            "apply -> workloads ready",
+            &self.times(|m| m.workloads_ready),
+        );
+        line("apply -> Ready", &ready);
+        // Where the time to Ready goes, per Marketplace.
+        line(
+            "  children -> workloads ready",
+            &self.times(|m| m.workloads_ready.saturating_sub(m.children)),
+        );
+        line(
+            "  workloads ready -> Ready",
+            &self.times(|m| m.ready.saturating_sub(m.workloads_ready)),
+        );
+        // The median over Marketplaces of the control plane's share.
+        let shares: Vec<f64> = self
+            .milestones
+            .iter()
+            .map(|m| {
+                let control_plane = m.workloads_ready.saturating_sub(m.children);
+                control_plane.as_secs_f64() / m.ready.as_secs_f64().max(f64::EPSILON)
+            })
+            .collect();
+        let share_p50 = percentile(&shares, 50.0).unwrap_or_default();
+        println!(
+            "    median share of apply -> Ready spent by the control plane on the workloads (controllers, scheduler, volume binding, kwok), not the operator: {:.0}%",
+            100.0 * share_p50
+        );
+        println!(
+            "    converging: {} API writes by the operator, {} reconciles ({} failed); {}",
+            self.converging.describe_writes(),
+            self.converging.reconciles,
+            self.converging.failed_reconciles,
+            self.converging_cpu.describe(),
+        );
+        println!(
+            "    {} s after convergence: {} API writes by the operator, {} reconciles ({} failed); {}",
+            self.steady_window.as_secs(),
+            self.steady.describe_writes(),
+            self.steady.reconciles,
+            self.steady.failed_reconciles,
+            self.steady_cpu.describe(),
+        );
+        println!(
+            "    operator memory: peak RSS (VmHWM) {:.1} MiB, RSS now {:.1} MiB",
+            mib(self.memory.peak_kib),
+            mib(self.memory.current_kib)
+        );
+    }
+}
+
+fn print_summary(rounds: &[Round], steady: Duration) {
+    println!();
+    println!("==> operator benchmark (times from each create's return)");
+    println!(
+        "    {:>13}  {:>8}  {:>26}  {:>26}  {:>13}  {:>13}",
+        "Marketplaces",
+        "children",
+        "apply->children p50 / p99",
+        "apply->Ready p50 / p99",
+        "peak RSS",
+        format!("writes in {} s", steady.as_secs()),
+    );
+    for round in rounds {
+        let [children_p50, children_p99, _] = spread(&round.times(|m| m.children));
+        let [ready_p50, ready_p99, _] = spread(&round.times(|m| m.ready));
+        println!(
+            "    {:>13}  {:>8}  {:>26}  {:>26}  {:>13}  {:>13}",
+            round.instances,
+            round.children_counts(),
+            format!("{children_p50:.3} s / {children_p99:.3} s"),
+            format!("{ready_p50:.3} s / {ready_p99:.3} s"),
+            format!("{:.1} MiB", mib(round.memory.peak_kib)),
+            round.steady.total_writes(),
+        );
+    }
+    println!("    targets:");
+    for round in rounds {
+        let [children_p50, ..] = spread(&round.times(|m| m.children));
+        println!(
+            "      p50 apply->children under {} s at {}: {} ({children_p50:.3} s)",
+            TARGET_CHILDREN_P50.as_secs(),
+            round.instances,
+            verdict(children_p50 < TARGET_CHILDREN_P50.as_secs_f64()),
+        );
+    }
+    match rounds
+        .iter()
+        .find(|round| round.instances == TARGET_RSS_INSTANCES)
+    {
+        Some(round) => {
+            let peak = mib(round.memory.peak_kib);
+            println!(
+                "      peak RSS under {TARGET_PEAK_RSS_MIB} MiB at {TARGET_RSS_INSTANCES}: {} ({peak:.1} MiB)",
+                verdict(peak < TARGET_PEAK_RSS_MIB)
+            );
+        }
+        None => println!(
+            "      peak RSS under {TARGET_PEAK_RSS_MIB} MiB at {TARGET_RSS_INSTANCES}: not measured (no round of {TARGET_RSS_INSTANCES})"
+        ),
+    }
+    let steady_writes: u64 = rounds.iter().map(|round| round.steady.total_writes()).sum();
+    println!(
+        "      no API writes in the {} s after convergence: {} ({steady_writes} in all rounds)",
+        steady.as_secs(),
+        verdict(steady_writes == 0)
+    );
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn ms(millis: u64) -> Duration {
+        Duration::from_millis(millis)
+    }
+
+    #[test]
+    fn machine_cpu_counts_idle_and_iowait_as_not_busy() {
+        let stat = "cpu  100 5 50 800 40 3 2 0 0 0\ncpu0 50 2 25 400 20 1 1 0 0 0\n";
+
+        assert_eq!(machine_ticks(stat), Some((160, 1000)));
+        assert_eq!(machine_ticks("intr 1 2 3\n"), None);
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let values: Vec<Duration> = (1..=50).map(ms).collect();
+
+        assert_eq!(percentile(&values, 50.0), Some(ms(25)));
+        assert_eq!(percentile(&values, 99.0), Some(ms(50)));
+        assert_eq!(percentile(&values, 100.0), Some(ms(50)));
+        assert_eq!(percentile(&[ms(7)], 50.0), Some(ms(7)));
+        assert_eq!(percentile::<Duration>(&[], 50.0), None);
+    }
+
+    #[test]
+    fn the_counters_are_read_from_the_operators_metrics_page() {
+        let page = "# HELP marketplace_operator_api_writes_total Write requests\n\
+                    # TYPE marketplace_operator_api_writes_total counter\n\
+                    marketplace_operator_api_writes_total{verb=\"patch\"} 120\n\
+                    marketplace_operator_api_writes_total{verb=\"post\"} 3\n\
+                    marketplace_operator_leader 1\n\
+                    marketplace_operator_reconcile_duration_seconds_count 9\n\
+                    marketplace_operator_reconciliations_total{result=\"error\"} 2\n\
+                    marketplace_operator_reconciliations_total{result=\"success\"} 7\n";
+
+        let counters = Counters::parse(page);
+
+        assert_eq!(counters.writes["patch"], 120);
+        assert_eq!(counters.writes["post"], 3);
+        assert_eq!(counters.reconciles, 9);
+        assert_eq!(counters.failed_reconciles, 2);
+        assert!(counters.leader);
+    }
+
+    #[test]
+    fn counters_since_an_earlier_scrape_keep_only_what_changed() {
+        let earlier = Counters::parse(
+            "marketplace_operator_api_writes_total{verb=\"patch\"} 120\n\
+             marketplace_operator_reconciliations_total{result=\"success\"} 7\n",
+        );
+        let later = Counters::parse(
+            "marketplace_operator_api_writes_total{verb=\"patch\"} 120\n\
+             marketplace_operator_api_writes_total{verb=\"delete\"} 2\n\
+             marketplace_operator_reconciliations_total{result=\"success\"} 10\n",
+        );
+
+        let between = later.since(&earlier);
+
+        assert_eq!(between.describe_writes(), "2 (delete 2)");
+        assert_eq!(between.reconciles, 3);
+        assert_eq!(later.since(&later).describe_writes(), "0");
+    }
+
+    #[test]
+    fn peak_and_current_memory_are_read_from_proc_status() {
+        let status = "Name:\tmarketplace-ope\nVmPeak:\t  900000 kB\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\n";
+
+        let memory = Memory::parse(status).unwrap();
+
+        assert_eq!(memory.peak_kib, 20480);
+        assert_eq!(memory.current_kib, 10240);
+        assert!((mib(memory.peak_kib) - 20.0).abs() < f64::EPSILON);
+        assert_eq!(Memory::parse("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn the_expected_children_of_the_example_are_its_workloads_services_secrets_and_policies() {
+        let manifest = include_str!("../../../examples/marketplace.yaml");
+        let mut marketplace: Marketplace = serde_yaml::from_str(manifest).unwrap();
+        marketplace.metadata.namespace = Some("team-a".to_owned());
+
+        let children = expected_children(&marketplace);
+
+        for (kind, name) in [
+            ("Deployment", "shop-account"),
+            ("Deployment", "shop-catalog"),
+            ("Deployment", "shop-order"),
+            ("StatefulSet", "shop-account-db"),
+            ("StatefulSet", "shop-order-db"),
+            ("StatefulSet", "shop-search"),
+            ("Secret", "shop-account-db"),
+            ("Service", "shop-search"),
+            ("ConfigMap", "shop-scrape-config"),
+        ] {
+            assert!(
+                children.contains(&(kind, name.to_owned())),
+                "{kind} {name} not in {children:?}"
+            );
+        }
+        let kinds: BTreeSet<&str> = children.iter().map(|(kind, _)| *kind).collect();
+        assert!(kinds.contains("NetworkPolicy"), "{kinds:?}");
+        assert!(kinds.len() <= CHILD_KINDS, "{kinds:?}");
+    }
+
+    #[test]
+    fn a_workload_is_ready_only_with_its_replicas_ready_at_its_generation() {
+        assert!(workload_ready(Some(2), Some(1), Some(2), Some(1)));
+        assert!(!workload_ready(Some(2), Some(1), Some(1), Some(1)));
+        assert!(!workload_ready(Some(1), None, Some(1), None));
+    }
+}
