@@ -2,6 +2,7 @@
 //! reconciler that runs a marketplace from it.
 
 pub mod builders;
+pub mod cache;
 pub mod crd;
 pub mod leader;
 pub mod metrics;

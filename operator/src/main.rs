@@ -25,12 +25,12 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::Parser;
 use futures::{FutureExt as _, StreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::client::ClientBuilder;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 use marketplace_operator::builders::MANAGER;
+use marketplace_operator::cache::{self, Caches};
 use marketplace_operator::crd::Marketplace;
 use marketplace_operator::leader::{self, Elector};
 use marketplace_operator::metrics::{self, Metrics};
@@ -53,17 +53,39 @@ struct Args {
     /// operator's own namespace (`POD_NAMESPACE`), else `default`.
     #[arg(long, env = "MARKETPLACE_OPERATOR_LEASE_NAMESPACE")]
     lease_namespace: Option<String>,
+    /// How log lines are written: `text` for people, `json` (one object per
+    /// line) for log collectors.
+    #[arg(
+        long,
+        env = "MARKETPLACE_OPERATOR_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_ansi(std::io::stdout().is_terminal())
+            .with_env_filter(filter)
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_env_filter(filter)
+            .init(),
+    }
     let lease_namespace = args
         .lease_namespace
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
@@ -122,7 +144,13 @@ async fn main() -> anyhow::Result<()> {
     let lost = tokio::select! {
         _ = leading_wait.wait_for(|leading| *leading) => {
             tracing::info!("leading: starting the Marketplace controller");
-            run_controller(client, metrics.clone(), stop.clone(), leading.clone()).await;
+            run_controller(
+                client,
+                elector.identity().to_owned(),
+                metrics.clone(),
+                stop.clone(),
+                leading.clone(),
+            ).await;
             !*stop.borrow()
         }
         _ = stop_wait.wait_for(|stop| *stop) => false,
@@ -191,22 +219,27 @@ async fn campaign(elector: Arc<Elector>, metrics: Metrics, leading: watch::Sende
 /// [`GRACE`]).
 async fn run_controller(
     client: Client,
+    identity: String,
     metrics: Metrics,
     stop: watch::Receiver<bool>,
     leading: watch::Receiver<bool>,
 ) {
-    // Only the children the operator made: the owner reference routes their
-    // events to the Marketplace, the label keeps the caches small.
-    let children =
-        || watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
     let controller = Controller::new(
         Api::<Marketplace>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .owns(Api::<Deployment>::all(client.clone()), children())
-    .owns(Api::<StatefulSet>::all(client.clone()), children())
-    .owns(Api::<Service>::all(client.clone()), children())
-    .owns(Api::<Secret>::all(client.clone()), children());
+    );
+    // Only the children the operator made, cached: their owner references
+    // route their changes to their Marketplace, and the reconciler reads
+    // them from the caches instead of the API server.
+    let (controller, caches) = Caches::watch(&client, controller);
+    let controller = cache::watch_external_secrets(&client, controller);
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: MANAGER.to_owned(),
+            instance: Some(identity),
+        },
+    );
     let store = controller.store();
     let (graceful_stop, graceful_leading) = (stop.clone(), leading.clone());
     let running = controller
@@ -228,7 +261,7 @@ async fn run_controller(
                 }
             },
             reconcile::error_policy,
-            Arc::new(Context::new(client)),
+            Arc::new(Context::new(client, caches, recorder)),
         )
         .for_each(|result| async move {
             match result {

@@ -1,23 +1,30 @@
 //! The reconciler: one pass over one Marketplace, as a pipeline.
 //!
-//! 1. **read**: the Marketplace as the controller's cache has it (its
-//!    namespace and generation);
-//! 2. **validate**: what the CRD's schema and CEL rules cannot say (nothing
-//!    yet; the step stays so the pipeline keeps its shape);
+//! 1. **read**: the Marketplace as the controller's cache has it, and its
+//!    children from the [`Caches`] (never from the API server: a converged
+//!    Marketplace is reconciled again without a single API request);
+//! 2. **validate**: what the CRD's schema and CEL rules cannot know: that
+//!    the Secrets an external database points at exist and hold the key.
+//!    A problem found here is reported (`Degraded`, an event, the backoff)
+//!    but does not stop the pipeline: the pods wait for the Secret by
+//!    themselves and start when it appears;
 //! 3. **build**: the desired children from the pure [`builders`], with the
 //!    one input that is not pure, the database passwords: a database Secret
 //!    is created once, with a random password, and afterwards its password is
 //!    read back and passed to the builder, never regenerated;
 //! 4. **apply**: each child with server-side apply under [`MANAGER`], unless
-//!    the object in the cluster already carries the [`APPLIED_HASH`] of the
-//!    same desired object (see below);
-//! 5. **delete**: children of this Marketplace (found by
-//!    [`builders::instance_selector`]) whose names are no longer desired,
-//!    including the monitoring objects of a mode no longer in use;
+//!    the cached child already carries the [`APPLIED_HASH`] of the same
+//!    desired object (see below);
+//! 5. **delete**: children this Marketplace controls whose names are no
+//!    longer desired, including the monitoring objects of a mode no longer
+//!    in use;
 //! 6. **status**: `observedGeneration`, a condition per component, `Ready`,
-//!    `Progressing` and `Degraded`, written only when it changed.
+//!    `Progressing` and `Degraded`, the gateway endpoint; written only when
+//!    it changed, with an event for each transition of `Ready`, `Degraded`
+//!    and pausing.
 //!
 //! With `spec.paused` steps 3 to 5 are skipped; the status is still kept.
+//! A failed step still ends in step 6, so the failure shows as `Degraded`.
 //!
 //! # Monitoring
 //!
@@ -30,11 +37,12 @@
 //! or the [`RESYNC`]). The resolved mode picks the objects
 //! ([`builders::monitoring`]): a ServiceMonitor, applied as a
 //! `DynamicObject`; or the `prometheus.io/*` annotations, merged here into
-//! the metadata of the account, catalog and order Services (Services, not
-//! pods: see the builder), plus the scrape ConfigMap. Switching modes
-//! deletes the other mode's objects by label; the annotations go with the
-//! next apply of the Services, since server-side apply removes the fields
-//! its manager no longer sets. ServiceMonitors are listed and deleted only
+//! the metadata of the scraped components' Services (Services, not pods:
+//! see the builder), plus the scrape ConfigMap. Switching modes deletes the
+//! other mode's objects; the annotations go with the next apply of the
+//! Services, since server-side apply removes the fields its manager no
+//! longer sets. ServiceMonitors are not cached (their API can come and go
+//! while the operator runs): they are read from the API server, and only
 //! when the API exists. `mode: ServiceMonitor` on a cluster without the API
 //! applies everything else, then fails the reconcile with
 //! [`Error::ServiceMonitorsNotServed`] so it is retried with backoff.
@@ -44,12 +52,14 @@
 //! Every child carries the annotation [`APPLIED_HASH`]: the SHA-1 of the
 //! desired object's JSON, computed before the annotation is added (the
 //! builders are deterministic and serialize maps in key order, so the same
-//! Marketplace always gives the same hash). Before applying, the reconciler
-//! reads the live object's metadata; when the annotation equals the hash,
-//! the apply is skipped. A child deleted by hand has no live object and is
-//! applied again. The price: a field of a child changed by hand (not
-//! through the Marketplace) is not reverted until the desired object itself
-//! changes.
+//! Marketplace always gives the same hash). When the cached child carries
+//! the hash, the apply is skipped. A child deleted by hand leaves the cache
+//! (and its deletion triggers a reconcile) and is applied again. The price:
+//! a field of a child changed by hand (not through the Marketplace) is not
+//! reverted until the desired object itself changes. A cache that lags
+//! behind an apply of this operator only costs a repeated, idempotent
+//! apply; a database password is never decided on a cache miss (the API
+//! server is asked first).
 //!
 //! # What is never deleted here
 //!
@@ -60,14 +70,17 @@
 //!   service is disabled would leave a volume nobody can log in to once it
 //!   comes back. Garbage collection removes them with the Marketplace.
 //!
-//! # Condition types
+//! # Conditions
 //!
 //! `Ready`, `Progressing`, `Degraded`, and one per enabled component:
-//! `AccountReady`, `CatalogReady`, `OrderReady` (Deployments),
-//! `AccountDatabaseReady`, `OrderDatabaseReady`, `SearchReady` (managed
-//! StatefulSets). A component is ready when its workload has observed its
-//! latest generation and `status.readyReplicas >= spec.replicas`. The
-//! gateway has no condition until it is built.
+//! `GatewayReady`, `AccountReady`, `CatalogReady`, `OrderReady`
+//! (Deployments), `AccountDatabaseReady`, `OrderDatabaseReady`,
+//! `SearchReady` (managed StatefulSets). A component is ready when its
+//! workload has observed its latest generation and `status.readyReplicas >=
+//! spec.replicas`; it has failed when its Deployment reports
+//! `ProgressDeadlineExceeded` or a `ReplicaFailure`. `Degraded` is true
+//! while the last reconcile failed (its reason names why, such as
+//! `ExternalSecretNotFound` or `ApplyFailed`) or a component has failed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
@@ -75,19 +88,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::builders::monitoring::{self, SERVICE_MONITOR_API_VERSION};
 use crate::builders::{self, Component, MANAGER, child_name, services, stores};
+use crate::cache::{Caches, cached, children_of};
 use crate::crd::{Marketplace, MarketplaceStatus};
 
 /// The annotation holding the hash of the desired object last applied.
@@ -107,6 +123,24 @@ pub enum Error {
     NotNamespaced,
     #[error("the database Secret {0} exists but has no password; refusing to generate a new one")]
     SecretWithoutPassword(String),
+    #[error(
+        "{field}.name is {name}, but there is no Secret {name} in the Marketplace's \
+         namespace; create it with the database URL under the key {key}"
+    )]
+    ExternalSecretNotFound {
+        field: &'static str,
+        name: String,
+        key: String,
+    },
+    #[error(
+        "{field} names the key {key} of the Secret {name}, which has no such key \
+         (or an empty value); put the database URL under that key"
+    )]
+    ExternalSecretKeyMissing {
+        field: &'static str,
+        name: String,
+        key: String,
+    },
     #[error("{action} {kind} {name}: {source}")]
     Kube {
         action: &'static str,
@@ -128,13 +162,41 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    #[error("the controller's caches of the children stopped")]
+    CachesStopped,
 }
 
-/// What every reconcile shares: the client, the per-object backoff and
-/// what discovery said about ServiceMonitors.
+impl Error {
+    /// The `reason` of the `Degraded` condition (and of the warning event)
+    /// a failed reconcile sets: stable, in PascalCase.
+    pub fn condition_reason(&self) -> &'static str {
+        match self {
+            Self::NotNamespaced => "NotNamespaced",
+            Self::SecretWithoutPassword(_) => "DatabaseSecretWithoutPassword",
+            Self::ExternalSecretNotFound { .. } => "ExternalSecretNotFound",
+            Self::ExternalSecretKeyMissing { .. } => "ExternalSecretKeyMissing",
+            Self::Kube {
+                action: "applying", ..
+            } => "ApplyFailed",
+            Self::Kube {
+                action: "deleting", ..
+            } => "DeleteFailed",
+            Self::Kube { .. } => "ApiRequestFailed",
+            Self::ServiceMonitorsNotServed => "ServiceMonitorsNotServed",
+            Self::Serialize { .. } => "InternalError",
+            Self::CachesStopped => "CachesStopped",
+        }
+    }
+}
+
+/// What every reconcile shares: the client, the caches of the children,
+/// the event recorder, the per-object backoff and what discovery said
+/// about ServiceMonitors.
 pub struct Context {
     pub client: Client,
     pub backoff: Backoff,
+    caches: Caches,
+    recorder: Recorder,
     /// When discovery was last asked, and whether ServiceMonitors were served.
     service_monitors: Mutex<Option<(Instant, bool)>>,
 }
@@ -143,16 +205,22 @@ impl Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
             .field("backoff", &self.backoff)
+            .field("caches", &self.caches)
             .field("service_monitors", &self.service_monitors)
             .finish_non_exhaustive()
     }
 }
 
 impl Context {
-    pub fn new(client: Client) -> Self {
+    /// `caches` must be the ones watching for the controller that runs
+    /// [`reconcile`] ([`Caches::watch`]); events are published through
+    /// `recorder`.
+    pub fn new(client: Client, caches: Caches, recorder: Recorder) -> Self {
         Self {
             client,
             backoff: Backoff::default(),
+            caches,
+            recorder,
             service_monitors: Mutex::new(None),
         }
     }
@@ -262,35 +330,111 @@ pub fn error_policy(marketplace: Arc<Marketplace>, error: &Error, context: Arc<C
 }
 
 async fn run(marketplace: &Marketplace, context: &Context) -> Result<(), Error> {
-    let client = &context.client;
-    // read
     let namespace = marketplace.namespace().ok_or(Error::NotNamespaced)?;
-    // validate
-    validate(marketplace)?;
-    let mut missing_service_monitors = false;
-    if !marketplace.spec.paused {
-        // build
-        let served = context.serves_service_monitors().await?;
-        let desired = desired(marketplace, client, &namespace, served).await?;
-        missing_service_monitors = !served && !desired.service_monitors.is_empty();
-        // apply
-        desired.apply(client, &namespace).await?;
-        // delete
-        desired
-            .delete_unwanted(marketplace, client, &namespace)
-            .await?;
+    if !context.caches.ready().await {
+        return Err(Error::CachesStopped);
     }
-    // status
-    update_status(marketplace, client, &namespace).await?;
-    if missing_service_monitors {
-        return Err(Error::ServiceMonitorsNotServed);
+    let result = pipeline(marketplace, context, &namespace).await;
+    let status = update_status(marketplace, context, &namespace, result.as_ref().err()).await;
+    match (result, status) {
+        (Err(error), Err(status_error)) => {
+            tracing::warn!(
+                marketplace = marketplace.name_any(),
+                namespace,
+                "could not report the failure in the status: {status_error}"
+            );
+            Err(error)
+        }
+        (Err(error), Ok(())) | (Ok(()), Err(error)) => Err(error),
+        (Ok(()), Ok(())) => Ok(()),
     }
-    Ok(())
 }
 
-/// What the schema cannot check. Nothing yet.
-fn validate(_marketplace: &Marketplace) -> Result<(), Error> {
-    Ok(())
+/// Steps 2 to 5. A validation problem is returned after the children are
+/// applied, like a missing ServiceMonitor API.
+async fn pipeline(
+    marketplace: &Marketplace,
+    context: &Context,
+    namespace: &str,
+) -> Result<(), Error> {
+    let client = &context.client;
+    let problem = validate(marketplace, client, namespace).await?;
+    if !marketplace.spec.paused {
+        let served = context.serves_service_monitors().await?;
+        let desired = desired(marketplace, context, namespace, served).await?;
+        desired.apply(client, &context.caches, namespace).await?;
+        desired
+            .delete_unwanted(marketplace, client, &context.caches, namespace)
+            .await?;
+        if !served && !desired.service_monitors.is_empty() {
+            return Err(Error::ServiceMonitorsNotServed);
+        }
+    }
+    problem.map_or(Ok(()), Err)
+}
+
+/// What the schema cannot check: the Secrets of external databases, in the
+/// Marketplace's namespace, must exist and hold a non-empty value under
+/// their key. Returns the first problem found; `Err` only when the API
+/// server could not be asked.
+async fn validate(
+    marketplace: &Marketplace,
+    client: &Client,
+    namespace: &str,
+) -> Result<Option<Error>, Error> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+    let spec = &marketplace.spec;
+    for (enabled, database, field) in [
+        (
+            spec.account.enabled,
+            &spec.account.database,
+            "spec.account.database.external.secretRef",
+        ),
+        (
+            spec.order.enabled,
+            &spec.order.database,
+            "spec.order.database.external.secretRef",
+        ),
+    ] {
+        let Some(external) = database.external.as_ref().filter(|_| enabled) else {
+            continue;
+        };
+        let reference = &external.secret_ref;
+        let secret = secrets
+            .get_opt(&reference.name)
+            .await
+            .map_err(|source| Error::Kube {
+                action: "reading",
+                kind: "Secret",
+                name: reference.name.clone(),
+                source,
+            })?;
+        let Some(secret) = secret else {
+            return Ok(Some(Error::ExternalSecretNotFound {
+                field,
+                name: reference.name.clone(),
+                key: reference.key.clone(),
+            }));
+        };
+        let has_value = secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(&reference.key))
+            .is_some_and(|value| !value.0.is_empty())
+            || secret
+                .string_data
+                .as_ref()
+                .and_then(|data| data.get(&reference.key))
+                .is_some_and(|value| !value.is_empty());
+        if !has_value {
+            return Ok(Some(Error::ExternalSecretKeyMissing {
+                field,
+                name: reference.name.clone(),
+                key: reference.key.clone(),
+            }));
+        }
+    }
+    Ok(None)
 }
 
 /// The desired children of one Marketplace, by kind.
@@ -310,7 +454,7 @@ struct Desired {
 
 async fn desired(
     marketplace: &Marketplace,
-    client: &Client,
+    context: &Context,
     namespace: &str,
     service_monitors_served: bool,
 ) -> Result<Desired, Error> {
@@ -318,16 +462,26 @@ async fn desired(
         service_monitors_served,
         ..Desired::default()
     };
-    for component in [Component::Account, Component::Catalog, Component::Order] {
+    for component in [
+        Component::Gateway,
+        Component::Account,
+        Component::Catalog,
+        Component::Order,
+    ] {
         desired
             .deployments
             .extend(services::deployment(marketplace, component));
         desired
             .services
             .extend(services::service(marketplace, component).map(|service| {
-                let scrape_annotations =
-                    monitoring::scrape_annotations(marketplace, component, service_monitors_served);
-                annotated(service, component, &scrape_annotations)
+                annotated(
+                    service,
+                    &monitoring::scrape_annotations(
+                        marketplace,
+                        component,
+                        service_monitors_served,
+                    ),
+                )
             }));
         desired
             .pod_disruption_budgets
@@ -339,7 +493,7 @@ async fn desired(
         if stores::database_secret(marketplace, component, "").is_none() {
             continue;
         }
-        let password = database_password(marketplace, client, namespace, component).await?;
+        let password = database_password(marketplace, context, namespace, component).await?;
         desired
             .secrets
             .extend(stores::database_secret(marketplace, component, &password));
@@ -369,14 +523,10 @@ async fn desired(
     Ok(desired)
 }
 
-/// A component's Service with the scrape annotations merged into its own,
-/// when the component is scraped.
-fn annotated(
-    mut service: Service,
-    component: Component,
-    scrape_annotations: &BTreeMap<String, String>,
-) -> Service {
-    if monitoring::SCRAPED.contains(&component) && !scrape_annotations.is_empty() {
+/// A component's Service with its scrape annotations (if any) merged into
+/// its own.
+fn annotated(mut service: Service, scrape_annotations: &BTreeMap<String, String>) -> Service {
+    if !scrape_annotations.is_empty() {
         service
             .metadata
             .annotations
@@ -387,21 +537,28 @@ fn annotated(
 }
 
 /// The password of a managed database: the one in its Secret when the
-/// Secret exists, a new random one otherwise.
+/// Secret exists, a new random one otherwise. The cache answers when it
+/// has the Secret; a miss is confirmed with the API server, since deciding
+/// on a stale cache would replace a password the volume was made with.
 async fn database_password(
     marketplace: &Marketplace,
-    client: &Client,
+    context: &Context,
     namespace: &str,
     component: Component,
 ) -> Result<String, Error> {
     let name = child_name(marketplace, component);
-    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
-    let existing = secrets.get_opt(&name).await.map_err(|source| Error::Kube {
-        action: "reading",
-        kind: "Secret",
-        name: name.clone(),
-        source,
-    })?;
+    let existing = match cached(&context.caches.secrets, namespace, &name) {
+        Some(secret) => Some(Secret::clone(&secret)),
+        None => Api::<Secret>::namespaced(context.client.clone(), namespace)
+            .get_opt(&name)
+            .await
+            .map_err(|source| Error::Kube {
+                action: "reading",
+                kind: "Secret",
+                name: name.clone(),
+                source,
+            })?,
+    };
     let Some(secret) = existing else {
         return Ok(uuid::Uuid::new_v4().simple().to_string());
     };
@@ -415,18 +572,52 @@ async fn database_password(
 }
 
 impl Desired {
-    async fn apply(&self, client: &Client, namespace: &str) -> Result<(), Error> {
-        apply_all(client, namespace, &self.secrets).await?;
-        apply_all(client, namespace, &self.services).await?;
-        apply_all(client, namespace, &self.stateful_sets).await?;
-        apply_all(client, namespace, &self.deployments).await?;
-        apply_all(client, namespace, &self.pod_disruption_budgets).await?;
-        apply_all(client, namespace, &self.network_policies).await?;
-        apply_all(client, namespace, &self.config_maps).await?;
+    async fn apply(&self, client: &Client, caches: &Caches, namespace: &str) -> Result<(), Error> {
+        apply_all(client, namespace, &self.secrets, &caches.secrets).await?;
+        apply_all(client, namespace, &self.services, &caches.services).await?;
+        apply_all(
+            client,
+            namespace,
+            &self.stateful_sets,
+            &caches.stateful_sets,
+        )
+        .await?;
+        apply_all(client, namespace, &self.deployments, &caches.deployments).await?;
+        apply_all(
+            client,
+            namespace,
+            &self.pod_disruption_budgets,
+            &caches.pod_disruption_budgets,
+        )
+        .await?;
+        apply_all(
+            client,
+            namespace,
+            &self.network_policies,
+            &caches.network_policies,
+        )
+        .await?;
+        apply_all(client, namespace, &self.config_maps, &caches.config_maps).await?;
         if self.service_monitors_served {
             let api = service_monitors(client, namespace);
             for object in &self.service_monitors {
-                apply(&api, "ServiceMonitor", object).await?;
+                let name = object.name_any();
+                let live = api
+                    .get_metadata_opt(&name)
+                    .await
+                    .map_err(|source| Error::Kube {
+                        action: "reading",
+                        kind: "ServiceMonitor",
+                        name: name.clone(),
+                        source,
+                    })?;
+                apply(
+                    &api,
+                    "ServiceMonitor",
+                    object,
+                    live.as_ref().map(|live| &live.metadata),
+                )
+                .await?;
             }
         }
         Ok(())
@@ -436,19 +627,62 @@ impl Desired {
         &self,
         marketplace: &Marketplace,
         client: &Client,
+        caches: &Caches,
         namespace: &str,
     ) -> Result<(), Error> {
-        delete_unwanted(marketplace, client, namespace, &self.deployments).await?;
-        delete_unwanted(marketplace, client, namespace, &self.services).await?;
-        delete_unwanted(marketplace, client, namespace, &self.stateful_sets).await?;
-        delete_unwanted(marketplace, client, namespace, &self.pod_disruption_budgets).await?;
-        delete_unwanted(marketplace, client, namespace, &self.network_policies).await?;
-        delete_unwanted(marketplace, client, namespace, &self.config_maps).await?;
+        delete_unwanted(
+            marketplace,
+            client,
+            namespace,
+            &self.deployments,
+            &caches.deployments,
+        )
+        .await?;
+        delete_unwanted(
+            marketplace,
+            client,
+            namespace,
+            &self.services,
+            &caches.services,
+        )
+        .await?;
+        delete_unwanted(
+            marketplace,
+            client,
+            namespace,
+            &self.stateful_sets,
+            &caches.stateful_sets,
+        )
+        .await?;
+        delete_unwanted(
+            marketplace,
+            client,
+            namespace,
+            &self.pod_disruption_budgets,
+            &caches.pod_disruption_budgets,
+        )
+        .await?;
+        delete_unwanted(
+            marketplace,
+            client,
+            namespace,
+            &self.network_policies,
+            &caches.network_policies,
+        )
+        .await?;
+        delete_unwanted(
+            marketplace,
+            client,
+            namespace,
+            &self.config_maps,
+            &caches.config_maps,
+        )
+        .await?;
         if self.service_monitors_served {
-            delete_unwanted_in(
+            delete_unwanted_service_monitors(
                 marketplace,
-                &service_monitors(client, namespace),
-                "ServiceMonitor",
+                client,
+                namespace,
                 &self.service_monitors,
             )
             .await?;
@@ -484,6 +718,11 @@ impl<K> Child for K where
 {
 }
 
+/// What a cache holds of a child: the whole object or its metadata.
+trait Cached: Resource<DynamicType = ()> + Clone + Send + Sync + 'static {}
+
+impl<C> Cached for C where C: Resource<DynamicType = ()> + Clone + Send + Sync + 'static {}
+
 /// The stable hash of a desired object, before [`APPLIED_HASH`] is added.
 pub fn applied_hash<K: Serialize>(object: &K) -> Result<String, serde_json::Error> {
     let json = serde_json::to_vec(object)?;
@@ -499,39 +738,48 @@ fn service_monitors(client: &Client, namespace: &str) -> Api<DynamicObject> {
     )
 }
 
-/// What [`apply`] and [`delete_unwanted_in`] need of an object, typed or
-/// dynamic.
+/// What [`apply`] needs of an object, typed or dynamic.
 trait Applied: Resource + Serialize + DeserializeOwned + Clone + Debug {}
 
 impl<K> Applied for K where K: Resource + Serialize + DeserializeOwned + Clone + Debug {}
 
-async fn apply_all<K: Child>(client: &Client, namespace: &str, objects: &[K]) -> Result<(), Error> {
+async fn apply_all<K: Child, C: Cached>(
+    client: &Client,
+    namespace: &str,
+    objects: &[K],
+    cache: &Store<C>,
+) -> Result<(), Error> {
     let api = Api::<K>::namespaced(client.clone(), namespace);
     for object in objects {
-        apply(&api, kind::<K>(), object).await?;
+        let live = cached(cache, namespace, &object.name_any());
+        apply(
+            &api,
+            kind::<K>(),
+            object,
+            live.as_deref().map(Resource::meta),
+        )
+        .await?;
     }
     Ok(())
 }
 
-async fn apply<K: Applied>(api: &Api<K>, kind: &'static str, object: &K) -> Result<(), Error> {
+/// Applies `object` unless `live` (the child as last seen) already carries
+/// its hash.
+async fn apply<K: Applied>(
+    api: &Api<K>,
+    kind: &'static str,
+    object: &K,
+    live: Option<&ObjectMeta>,
+) -> Result<(), Error> {
     let name = object.name_any();
     let hash = applied_hash(object).map_err(|source| Error::Serialize {
         kind,
         name: name.clone(),
         source,
     })?;
-    let live = api
-        .get_metadata_opt(&name)
-        .await
-        .map_err(|source| Error::Kube {
-            action: "reading",
-            kind,
-            name: name.clone(),
-            source,
-        })?;
     let unchanged = live
-        .as_ref()
-        .and_then(|live| live.annotations().get(APPLIED_HASH))
+        .and_then(|live| live.annotations.as_ref())
+        .and_then(|annotations| annotations.get(APPLIED_HASH))
         .is_some_and(|applied| *applied == hash);
     if unchanged {
         return Ok(());
@@ -556,23 +804,38 @@ async fn apply<K: Applied>(api: &Api<K>, kind: &'static str, object: &K) -> Resu
     Ok(())
 }
 
-async fn delete_unwanted<K: Child>(
+/// Deletes the cached children of `marketplace` of kind `K` that are not
+/// in `desired`.
+async fn delete_unwanted<K: Child, C: Cached>(
     marketplace: &Marketplace,
     client: &Client,
     namespace: &str,
     desired: &[K],
+    cache: &Store<C>,
 ) -> Result<(), Error> {
+    let wanted: BTreeSet<String> = desired.iter().map(ResourceExt::name_any).collect();
+    let unwanted: Vec<String> = children_of(cache, marketplace)
+        .iter()
+        .filter(|live| live.meta().deletion_timestamp.is_none())
+        .map(|live| live.name_any())
+        .filter(|name| !wanted.contains(name))
+        .collect();
     let api = Api::<K>::namespaced(client.clone(), namespace);
-    delete_unwanted_in(marketplace, &api, kind::<K>(), desired).await
+    for name in unwanted {
+        delete(&api, kind::<K>(), name).await?;
+    }
+    Ok(())
 }
 
-async fn delete_unwanted_in<K: Applied>(
+/// Deletes the ServiceMonitors of `marketplace` (found by label, from the
+/// API server) that are not in `desired`.
+async fn delete_unwanted_service_monitors(
     marketplace: &Marketplace,
-    api: &Api<K>,
-    kind: &'static str,
-    desired: &[K],
+    client: &Client,
+    namespace: &str,
+    desired: &[DynamicObject],
 ) -> Result<(), Error> {
-    let namespace = marketplace.namespace().unwrap_or_default();
+    let api = service_monitors(client, namespace);
     let wanted: BTreeSet<String> = desired.iter().map(ResourceExt::name_any).collect();
     let selector = builders::instance_selector(marketplace);
     let live = api
@@ -580,29 +843,33 @@ async fn delete_unwanted_in<K: Applied>(
         .await
         .map_err(|source| Error::Kube {
             action: "listing",
-            kind,
+            kind: "ServiceMonitor",
             name: selector.clone(),
             source,
         })?;
     for object in live {
         let name = object.name_any();
-        if wanted.contains(&name) || object.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        match api.delete(&name, &DeleteParams::background()).await {
-            Ok(_) => tracing::info!(kind, name, namespace, "deleted"),
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(source) => {
-                return Err(Error::Kube {
-                    action: "deleting",
-                    kind,
-                    name,
-                    source,
-                });
-            }
+        if !wanted.contains(&name) && object.metadata.deletion_timestamp.is_none() {
+            delete(&api, "ServiceMonitor", name).await?;
         }
     }
     Ok(())
+}
+
+async fn delete<K: Applied>(api: &Api<K>, kind: &'static str, name: String) -> Result<(), Error> {
+    match api.delete(&name, &DeleteParams::background()).await {
+        Ok(_) => {
+            tracing::info!(kind, name, "deleted");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(Error::Kube {
+            action: "deleting",
+            kind,
+            name,
+            source,
+        }),
+    }
 }
 
 fn kind<K: k8s_openapi::Resource>() -> &'static str {
@@ -613,33 +880,33 @@ fn api_namespace<K: Resource>(object: &K) -> String {
     object.meta().namespace.clone().unwrap_or_default()
 }
 
-/// Whether each enabled component's workload is ready, in
-/// [`Component::ALL`] order.
-async fn component_readiness(
+/// How a component's workload is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Health {
+    Ready,
+    /// Starting, updating or scaling: not ready yet, nothing wrong.
+    NotReady,
+    /// The workload's controller reports that it cannot make progress.
+    Failed(String),
+}
+
+/// The health of each enabled component's workload, in [`Component::ALL`]
+/// order, from the caches.
+fn component_health(
     marketplace: &Marketplace,
-    client: &Client,
+    caches: &Caches,
     namespace: &str,
-) -> Result<Vec<(Component, bool)>, Error> {
-    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
-    let stateful_sets = Api::<StatefulSet>::namespaced(client.clone(), namespace);
-    let mut readiness = Vec::new();
+) -> Vec<(Component, Health)> {
+    let mut health = Vec::new();
     for component in Component::ALL {
         let name = child_name(marketplace, component);
-        let ready = match component {
-            Component::Gateway => continue,
-            Component::Account | Component::Catalog | Component::Order => {
+        let state = match component {
+            Component::Gateway | Component::Account | Component::Catalog | Component::Order => {
                 if services::deployment(marketplace, component).is_none() {
                     continue;
                 }
-                let live = get(&deployments, &name).await?;
-                live.is_some_and(|live| {
-                    workload_ready(
-                        live.metadata.generation,
-                        live.spec.and_then(|spec| spec.replicas),
-                        live.status.as_ref().and_then(|s| s.observed_generation),
-                        live.status.as_ref().and_then(|s| s.ready_replicas),
-                    )
-                })
+                cached(&caches.deployments, namespace, &name)
+                    .map_or(Health::NotReady, |live| deployment_health(&live))
             }
             Component::AccountDatabase | Component::OrderDatabase | Component::Search => {
                 let wanted = match component {
@@ -649,29 +916,57 @@ async fn component_readiness(
                 if !wanted {
                     continue;
                 }
-                let live = get(&stateful_sets, &name).await?;
-                live.is_some_and(|live| {
+                let ready = cached(&caches.stateful_sets, namespace, &name).is_some_and(|live| {
                     workload_ready(
                         live.metadata.generation,
-                        live.spec.and_then(|spec| spec.replicas),
+                        live.spec.as_ref().and_then(|spec| spec.replicas),
                         live.status.as_ref().and_then(|s| s.observed_generation),
                         live.status.as_ref().map(|s| s.ready_replicas.unwrap_or(0)),
                     )
-                })
+                });
+                if ready {
+                    Health::Ready
+                } else {
+                    Health::NotReady
+                }
             }
         };
-        readiness.push((component, ready));
+        health.push((component, state));
     }
-    Ok(readiness)
+    health
 }
 
-async fn get<K: Child>(api: &Api<K>, name: &str) -> Result<Option<K>, Error> {
-    api.get_opt(name).await.map_err(|source| Error::Kube {
-        action: "reading",
-        kind: kind::<K>(),
-        name: name.to_owned(),
-        source,
-    })
+fn deployment_health(live: &Deployment) -> Health {
+    let status = live.status.as_ref();
+    let conditions: &[DeploymentCondition] = status
+        .and_then(|status| status.conditions.as_deref())
+        .unwrap_or_default();
+    let failure = conditions.iter().find(|condition| {
+        (condition.type_ == "Progressing"
+            && condition.status == "False"
+            && condition.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+            || (condition.type_ == "ReplicaFailure" && condition.status == "True")
+    });
+    if let Some(failure) = failure {
+        return Health::Failed(
+            failure
+                .message
+                .clone()
+                .or_else(|| failure.reason.clone())
+                .unwrap_or_else(|| failure.type_.clone()),
+        );
+    }
+    let ready = workload_ready(
+        live.metadata.generation,
+        live.spec.as_ref().and_then(|spec| spec.replicas),
+        status.and_then(|s| s.observed_generation),
+        status.and_then(|s| s.ready_replicas),
+    );
+    if ready {
+        Health::Ready
+    } else {
+        Health::NotReady
+    }
 }
 
 /// A workload is ready when its controller has seen its latest spec and at
@@ -701,21 +996,27 @@ pub fn condition_type(component: Component) -> &'static str {
 
 async fn update_status(
     marketplace: &Marketplace,
-    client: &Client,
+    context: &Context,
     namespace: &str,
+    failure: Option<&Error>,
 ) -> Result<(), Error> {
-    let readiness = component_readiness(marketplace, client, namespace).await?;
+    let health = component_health(marketplace, &context.caches, namespace);
+    let gateway_endpoint = gateway_endpoint(marketplace, &context.caches, namespace);
     let current = marketplace.status.clone().unwrap_or_default();
     let status = desired_status(
         marketplace,
-        &readiness,
+        &Observed {
+            health: &health,
+            failure,
+            gateway_endpoint,
+        },
         &current,
         Time(k8s_openapi::jiff::Timestamp::now()),
     );
     if status == current {
         return Ok(());
     }
-    let api = Api::<Marketplace>::namespaced(client.clone(), namespace);
+    let api = Api::<Marketplace>::namespaced(context.client.clone(), namespace);
     let name = marketplace.name_any();
     let patch = serde_json::json!({ "status": status });
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -727,15 +1028,45 @@ async fn update_status(
             source,
         })?;
     tracing::info!(marketplace = name, namespace, "status updated");
+    let reference = marketplace.object_ref(&());
+    for event in transitions(&current, &status) {
+        if let Err(error) = context.recorder.publish(&event, &reference).await {
+            tracing::warn!(
+                marketplace = name,
+                namespace,
+                reason = event.reason,
+                "publishing an event: {error}"
+            );
+        }
+    }
     Ok(())
 }
 
-/// The status a Marketplace should have, given its components' readiness.
+/// Where the gateway is reachable, from its cached Service.
+fn gateway_endpoint(marketplace: &Marketplace, caches: &Caches, namespace: &str) -> Option<String> {
+    let live = cached(
+        &caches.services,
+        namespace,
+        &child_name(marketplace, Component::Gateway),
+    );
+    builders::gateway::gateway_endpoint(marketplace, live.as_deref())
+}
+
+/// What a reconcile saw, for [`desired_status`].
+#[derive(Debug)]
+struct Observed<'a> {
+    health: &'a [(Component, Health)],
+    /// Why this reconcile failed, if it did.
+    failure: Option<&'a Error>,
+    gateway_endpoint: Option<String>,
+}
+
+/// The status a Marketplace should have, given what the reconcile saw.
 /// A condition whose status did not change keeps its `lastTransitionTime`
 /// from `current`; `now` is used for the others.
 fn desired_status(
     marketplace: &Marketplace,
-    readiness: &[(Component, bool)],
+    observed: &Observed<'_>,
     current: &MarketplaceStatus,
     now: Time,
 ) -> MarketplaceStatus {
@@ -756,10 +1087,19 @@ fn desired_status(
             last_transition_time,
         }
     };
-    let not_ready: Vec<&str> = readiness
+    let not_ready: Vec<&str> = observed
+        .health
         .iter()
-        .filter(|(_, ready)| !ready)
+        .filter(|(_, health)| *health != Health::Ready)
         .map(|(component, _)| component.as_str())
+        .collect();
+    let failed: Vec<String> = observed
+        .health
+        .iter()
+        .filter_map(|(component, health)| match health {
+            Health::Failed(why) => Some(format!("{component}: {why}")),
+            _ => None,
+        })
         .collect();
     let all_ready = not_ready.is_empty();
     let mut conditions = Vec::new();
@@ -800,19 +1140,31 @@ fn desired_status(
             format!("waiting for: {}", not_ready.join(", ")),
         )
     });
-    conditions.push(condition("Degraded", false, "NoErrors", String::new()));
-    for (component, ready) in readiness {
-        let (reason, message) = if *ready {
-            ("Ready", "the desired replicas are ready".to_owned())
-        } else {
-            (
+    conditions.push(if let Some(failure) = observed.failure {
+        condition(
+            "Degraded",
+            true,
+            failure.condition_reason(),
+            failure.to_string(),
+        )
+    } else if !failed.is_empty() {
+        condition("Degraded", true, "ComponentsFailed", failed.join("; "))
+    } else {
+        condition("Degraded", false, "NoErrors", String::new())
+    });
+    for (component, health) in observed.health {
+        let (ready, reason, message) = match health {
+            Health::Ready => (true, "Ready", "the desired replicas are ready".to_owned()),
+            Health::NotReady => (
+                false,
                 "NotReady",
                 "waiting for the desired replicas to be ready".to_owned(),
-            )
+            ),
+            Health::Failed(why) => (false, "Failed", why.clone()),
         };
         conditions.push(condition(
             condition_type(*component),
-            *ready,
+            ready,
             reason,
             message,
         ));
@@ -820,8 +1172,75 @@ fn desired_status(
     MarketplaceStatus {
         observed_generation: generation,
         conditions,
-        gateway_endpoint: None,
+        gateway_endpoint: observed.gateway_endpoint.clone(),
     }
+}
+
+/// The events for a status change: one per transition of `Ready`,
+/// `Degraded` (and of its reason while degraded) and pausing. A condition
+/// seen for the first time is a transition only into `Ready=True` or
+/// `Degraded=True`: a new Marketplace that is not ready yet is no news.
+fn transitions(old: &MarketplaceStatus, new: &MarketplaceStatus) -> Vec<Event> {
+    let find = |status: &MarketplaceStatus, type_: &str| {
+        status
+            .conditions
+            .iter()
+            .find(|condition| condition.type_ == type_)
+            .cloned()
+    };
+    let event = |type_: EventType, reason: &str, note: &str| Event {
+        type_,
+        reason: reason.to_owned(),
+        note: (!note.is_empty()).then(|| note.to_owned()),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    let mut events = Vec::new();
+    let (old_ready, new_ready) = (find(old, "Ready"), find(new, "Ready"));
+    if let Some(new_ready) = new_ready {
+        let was = old_ready.as_ref().map(|c| c.status.as_str());
+        match (was, new_ready.status.as_str()) {
+            (Some("True"), "True") | (Some("False") | None, "False") => {}
+            (_, "True") => events.push(event(EventType::Normal, "Ready", &new_ready.message)),
+            _ => events.push(event(EventType::Warning, "NotReady", &new_ready.message)),
+        }
+    }
+    let (old_degraded, new_degraded) = (find(old, "Degraded"), find(new, "Degraded"));
+    if let Some(new_degraded) = new_degraded {
+        let was_degraded = old_degraded.as_ref().filter(|c| c.status == "True");
+        if new_degraded.status == "True" {
+            if was_degraded.is_none_or(|old| old.reason != new_degraded.reason) {
+                events.push(event(
+                    EventType::Warning,
+                    &new_degraded.reason,
+                    &new_degraded.message,
+                ));
+            }
+        } else if was_degraded.is_some() {
+            events.push(event(
+                EventType::Normal,
+                "Recovered",
+                "the last reconcile succeeded and no component has failed",
+            ));
+        }
+    }
+    let paused = |status: &MarketplaceStatus| {
+        find(status, "Progressing").is_some_and(|c| c.reason == "Paused")
+    };
+    match (paused(old), paused(new)) {
+        (false, true) => events.push(event(
+            EventType::Normal,
+            "Paused",
+            "spec.paused is true: the operator changes nothing",
+        )),
+        (true, false) => events.push(event(
+            EventType::Normal,
+            "Resumed",
+            "spec.paused is false: the operator applies the spec again",
+        )),
+        _ => {}
+    }
+    events
 }
 
 #[cfg(test)]
@@ -834,6 +1253,34 @@ mod tests {
 
     fn time(seconds: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    /// [`desired_status`] of plain readiness, with no failure.
+    fn status_of(
+        marketplace: &Marketplace,
+        readiness: &[(Component, bool)],
+        current: &MarketplaceStatus,
+        now: Time,
+    ) -> MarketplaceStatus {
+        let health: Vec<(Component, Health)> = readiness
+            .iter()
+            .map(|(component, ready)| {
+                (
+                    *component,
+                    if *ready {
+                        Health::Ready
+                    } else {
+                        Health::NotReady
+                    },
+                )
+            })
+            .collect();
+        let observed = Observed {
+            health: &health,
+            failure: None,
+            gateway_endpoint: None,
+        };
+        desired_status(marketplace, &observed, current, now)
     }
 
     fn condition<'a>(status: &'a MarketplaceStatus, type_: &str) -> &'a Condition {
@@ -849,7 +1296,7 @@ mod tests {
         let marketplace = fixtures::marketplace(MarketplaceSpec::default());
         let readiness = [(Component::Account, true), (Component::Search, true)];
 
-        let status = desired_status(
+        let status = status_of(
             &marketplace,
             &readiness,
             &MarketplaceStatus::default(),
@@ -873,7 +1320,7 @@ mod tests {
             (Component::OrderDatabase, false),
         ];
 
-        let status = desired_status(
+        let status = status_of(
             &marketplace,
             &readiness,
             &MarketplaceStatus::default(),
@@ -891,14 +1338,14 @@ mod tests {
     fn an_unchanged_condition_keeps_its_transition_time_and_the_status_compares_equal() {
         let marketplace = fixtures::marketplace(MarketplaceSpec::default());
         let readiness = [(Component::Account, true)];
-        let first = desired_status(
+        let first = status_of(
             &marketplace,
             &readiness,
             &MarketplaceStatus::default(),
             time(10),
         );
 
-        let second = desired_status(&marketplace, &readiness, &first, time(20));
+        let second = status_of(&marketplace, &readiness, &first, time(20));
 
         assert_eq!(second, first);
     }
@@ -906,14 +1353,14 @@ mod tests {
     #[test]
     fn a_changed_condition_gets_a_new_transition_time() {
         let marketplace = fixtures::marketplace(MarketplaceSpec::default());
-        let first = desired_status(
+        let first = status_of(
             &marketplace,
             &[(Component::Account, false)],
             &MarketplaceStatus::default(),
             time(10),
         );
 
-        let second = desired_status(
+        let second = status_of(
             &marketplace,
             &[(Component::Account, true)],
             &first,
@@ -934,7 +1381,7 @@ mod tests {
             ..MarketplaceSpec::default()
         });
 
-        let status = desired_status(
+        let status = status_of(
             &marketplace,
             &[(Component::Account, false)],
             &MarketplaceStatus::default(),
@@ -978,23 +1425,21 @@ mod tests {
         let service = services::service(&marketplace, Component::Catalog).unwrap();
         let annotations = monitoring::scrape_annotations(&marketplace, Component::Catalog, false);
 
-        let with = annotated(service.clone(), Component::Catalog, &annotations);
-        let without = annotated(service.clone(), Component::Catalog, &BTreeMap::new());
-        let store = annotated(service.clone(), Component::Search, &annotations);
+        let with = annotated(service.clone(), &annotations);
+        let without = annotated(service.clone(), &BTreeMap::new());
 
         let merged = with.metadata.annotations.as_ref().unwrap();
         assert_eq!(merged["prometheus.io/scrape"], "true");
         assert_eq!(merged["prometheus.io/port"], "9090");
         assert_eq!(merged["prometheus.io/path"], "/metrics");
         assert_eq!(without, service);
-        assert_eq!(store, service);
         assert_ne!(
             applied_hash(&with).unwrap(),
             applied_hash(&without).unwrap()
         );
         assert_eq!(
             applied_hash(&with).unwrap(),
-            applied_hash(&annotated(service, Component::Catalog, &annotations)).unwrap()
+            applied_hash(&annotated(service, &annotations)).unwrap()
         );
     }
 
@@ -1012,6 +1457,193 @@ mod tests {
         assert_ne!(
             applied_hash(&first).unwrap(),
             applied_hash(&second).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_failed_reconcile_makes_the_marketplace_degraded_with_the_failures_reason() {
+        let marketplace = fixtures::marketplace(MarketplaceSpec::default());
+        let failure = Error::ExternalSecretNotFound {
+            field: "spec.order.database.external.secretRef",
+            name: "orders-db".to_owned(),
+            key: "url".to_owned(),
+        };
+        let health = [(Component::Order, Health::NotReady)];
+
+        let status = desired_status(
+            &marketplace,
+            &Observed {
+                health: &health,
+                failure: Some(&failure),
+                gateway_endpoint: None,
+            },
+            &MarketplaceStatus::default(),
+            time(10),
+        );
+
+        let degraded = condition(&status, "Degraded");
+        assert_eq!(degraded.status, "True");
+        assert_eq!(degraded.reason, "ExternalSecretNotFound");
+        assert!(
+            degraded
+                .message
+                .contains("spec.order.database.external.secretRef.name is orders-db"),
+            "{}",
+            degraded.message
+        );
+    }
+
+    #[test]
+    fn a_deployment_past_its_progress_deadline_has_failed_and_degrades_the_marketplace() {
+        let marketplace = fixtures::marketplace(MarketplaceSpec::default());
+        let mut deployment = services::deployment(&marketplace, Component::Catalog).unwrap();
+        deployment.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+            conditions: Some(vec![DeploymentCondition {
+                type_: "Progressing".to_owned(),
+                status: "False".to_owned(),
+                reason: Some("ProgressDeadlineExceeded".to_owned()),
+                message: Some("ReplicaSet shop-catalog-1 has timed out progressing.".to_owned()),
+                ..DeploymentCondition::default()
+            }]),
+            ..k8s_openapi::api::apps::v1::DeploymentStatus::default()
+        });
+        let health = [(Component::Catalog, deployment_health(&deployment))];
+
+        let status = desired_status(
+            &marketplace,
+            &Observed {
+                health: &health,
+                failure: None,
+                gateway_endpoint: None,
+            },
+            &MarketplaceStatus::default(),
+            time(10),
+        );
+
+        assert!(matches!(health[0].1, Health::Failed(_)));
+        let degraded = condition(&status, "Degraded");
+        assert_eq!(degraded.status, "True");
+        assert_eq!(degraded.reason, "ComponentsFailed");
+        assert!(
+            degraded.message.contains("catalog: ReplicaSet"),
+            "{}",
+            degraded.message
+        );
+        assert_eq!(condition(&status, "CatalogReady").reason, "Failed");
+    }
+
+    #[test]
+    fn a_deployment_with_its_replicas_ready_is_healthy_and_one_rolling_out_is_not_ready() {
+        let marketplace = fixtures::marketplace(MarketplaceSpec::default());
+        let mut deployment = services::deployment(&marketplace, Component::Account).unwrap();
+        deployment.metadata.generation = Some(2);
+        deployment.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+            observed_generation: Some(2),
+            ready_replicas: Some(1),
+            ..k8s_openapi::api::apps::v1::DeploymentStatus::default()
+        });
+        let mut rolling = deployment.clone();
+        rolling.metadata.generation = Some(3);
+
+        assert_eq!(deployment_health(&deployment), Health::Ready);
+        assert_eq!(deployment_health(&rolling), Health::NotReady);
+    }
+
+    fn reasons(events: &[Event]) -> Vec<(EventType, &str)> {
+        events
+            .iter()
+            .map(|event| (event.type_, event.reason.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn becoming_ready_is_an_event_and_staying_ready_is_not() {
+        let marketplace = fixtures::marketplace(MarketplaceSpec::default());
+        let starting = status_of(
+            &marketplace,
+            &[(Component::Account, false)],
+            &MarketplaceStatus::default(),
+            time(10),
+        );
+        let ready = status_of(
+            &marketplace,
+            &[(Component::Account, true)],
+            &starting,
+            time(20),
+        );
+
+        assert!(transitions(&MarketplaceStatus::default(), &starting).is_empty());
+        assert_eq!(
+            reasons(&transitions(&starting, &ready)),
+            [(EventType::Normal, "Ready")]
+        );
+        assert!(transitions(&ready, &ready).is_empty());
+        assert_eq!(
+            reasons(&transitions(&ready, &starting)),
+            [(EventType::Warning, "NotReady")]
+        );
+    }
+
+    #[test]
+    fn degradation_and_recovery_are_events_and_a_repeated_failure_is_not() {
+        let marketplace = fixtures::marketplace(MarketplaceSpec::default());
+        let health = [(Component::Account, Health::NotReady)];
+        let healthy = Observed {
+            health: &health,
+            failure: None,
+            gateway_endpoint: None,
+        };
+        let failure = Error::ServiceMonitorsNotServed;
+        let failing = Observed {
+            health: &health,
+            failure: Some(&failure),
+            gateway_endpoint: None,
+        };
+        let fine = desired_status(
+            &marketplace,
+            &healthy,
+            &MarketplaceStatus::default(),
+            time(10),
+        );
+        let degraded = desired_status(&marketplace, &failing, &fine, time(20));
+        let still = desired_status(&marketplace, &failing, &degraded, time(30));
+        let recovered = desired_status(&marketplace, &healthy, &still, time(40));
+
+        assert_eq!(
+            reasons(&transitions(&fine, &degraded)),
+            [(EventType::Warning, "ServiceMonitorsNotServed")]
+        );
+        assert!(transitions(&degraded, &still).is_empty());
+        assert_eq!(
+            reasons(&transitions(&still, &recovered)),
+            [(EventType::Normal, "Recovered")]
+        );
+    }
+
+    #[test]
+    fn pausing_and_resuming_are_events() {
+        let running = fixtures::marketplace(MarketplaceSpec::default());
+        let paused = fixtures::marketplace(MarketplaceSpec {
+            paused: true,
+            ..MarketplaceSpec::default()
+        });
+        let readiness = [(Component::Account, true)];
+        let before = status_of(
+            &running,
+            &readiness,
+            &MarketplaceStatus::default(),
+            time(10),
+        );
+        let during = status_of(&paused, &readiness, &before, time(20));
+        let after = status_of(&running, &readiness, &during, time(30));
+
+        assert_eq!(
+            reasons(&transitions(&before, &during)),
+            [(EventType::Normal, "Paused")]
+        );
+        assert_eq!(
+            reasons(&transitions(&during, &after)),
+            [(EventType::Normal, "Resumed")]
         );
     }
 

@@ -1,0 +1,229 @@
+//! The controller's caches of the children it made.
+//!
+//! Each kind of child is watched once, cluster-wide, filtered by the
+//! `app.kubernetes.io/managed-by` label, and reflected into a [`Store`].
+//! The same watch streams trigger the controller (a child's owner
+//! reference routes its change to its Marketplace), so a store is always
+//! at least as new as the event that started a reconcile.
+//!
+//! The reconciler reads children only from these stores: whether a child
+//! already carries the hash of the desired object, which children are no
+//! longer wanted, whether workloads are ready, a database's password. A
+//! converged Marketplace therefore costs no API request at all when it is
+//! reconciled again.
+//!
+//! What is kept: whole Deployments and StatefulSets (their status decides
+//! readiness), Services (the gateway endpoint reads a load balancer's
+//! address) and Secrets (the database passwords), all without their
+//! `managedFields`, which are most of an object's size and never read;
+//! only the metadata of ConfigMaps, NetworkPolicies and
+//! PodDisruptionBudgets, fetched as metadata from the API server.
+//!
+//! ServiceMonitors are not cached: their API may appear or vanish while
+//! the operator runs; they are read from the API server when in use.
+
+use std::fmt::Debug;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::builders::MANAGER;
+use crate::crd::Marketplace;
+
+/// The stores of every cached kind of child.
+#[derive(Clone)]
+pub struct Caches {
+    /// `Some(true)` once every store has been filled, `Some(false)` if a
+    /// store's writer went away before that.
+    ready: tokio::sync::watch::Receiver<Option<bool>>,
+    pub deployments: Store<Deployment>,
+    pub stateful_sets: Store<StatefulSet>,
+    pub services: Store<Service>,
+    pub secrets: Store<Secret>,
+    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    pub pod_disruption_budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
+}
+
+impl Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches")
+            .field("deployments", &self.deployments.len())
+            .field("stateful_sets", &self.stateful_sets.len())
+            .field("services", &self.services.len())
+            .field("secrets", &self.secrets.len())
+            .field("config_maps", &self.config_maps.len())
+            .field("network_policies", &self.network_policies.len())
+            .field("pod_disruption_budgets", &self.pod_disruption_budgets.len())
+            .finish()
+    }
+}
+
+impl Caches {
+    /// Watches every kind of child for `controller`: each watch both fills
+    /// its store and triggers the owning Marketplace's reconcile.
+    pub fn watch(
+        client: &Client,
+        controller: Controller<Marketplace>,
+    ) -> (Controller<Marketplace>, Self) {
+        let (deployments, stream) = reflect::<Deployment>(client);
+        let controller = controller.owns_stream(stream);
+        let (stateful_sets, stream) = reflect::<StatefulSet>(client);
+        let controller = controller.owns_stream(stream);
+        let (services, stream) = reflect::<Service>(client);
+        let controller = controller.owns_stream(stream);
+        let (secrets, stream) = reflect::<Secret>(client);
+        let controller = controller.owns_stream(stream);
+        let (config_maps, stream) = reflect::<PartialObjectMeta<ConfigMap>>(client);
+        let controller = controller.owns_stream(stream);
+        let (network_policies, stream) = reflect::<PartialObjectMeta<NetworkPolicy>>(client);
+        let controller = controller.owns_stream(stream);
+        let (pod_disruption_budgets, stream) =
+            reflect::<PartialObjectMeta<PodDisruptionBudget>>(client);
+        let controller = controller.owns_stream(stream);
+        // `Store::wait_until_ready` wakes only the last of several tasks
+        // waiting on it at once (it polls a oneshot receiver, which keeps one
+        // waker), and reconciles of many Marketplaces wait at once when the
+        // operator starts. So one task waits on the stores and publishes
+        // the answer on a watch channel, which wakes every waiter.
+        let (publish, ready) = tokio::sync::watch::channel(None);
+        let caches = Self {
+            ready,
+            deployments,
+            stateful_sets,
+            services,
+            secrets,
+            config_maps,
+            network_policies,
+            pod_disruption_budgets,
+        };
+        let stores = caches.clone();
+        tokio::spawn(async move {
+            let filled = stores.filled().await.is_ok();
+            let _ = publish.send(Some(filled));
+        });
+        (controller, caches)
+    }
+
+    /// Waits until every store has been filled once (at once after that);
+    /// `false` if a store can no longer be filled.
+    pub async fn ready(&self) -> bool {
+        let mut ready = self.ready.clone();
+        ready
+            .wait_for(Option::is_some)
+            .await
+            .is_ok_and(|ready| *ready == Some(true))
+    }
+
+    /// Waits until every store has been filled once. Only one task may wait
+    /// on this (see [`Caches::watch`]).
+    async fn filled(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.deployments.wait_until_ready().await?;
+        self.stateful_sets.wait_until_ready().await?;
+        self.services.wait_until_ready().await?;
+        self.secrets.wait_until_ready().await?;
+        self.config_maps.wait_until_ready().await?;
+        self.network_policies.wait_until_ready().await?;
+        self.pod_disruption_budgets.wait_until_ready().await
+    }
+}
+
+/// Reconciles a Marketplace when a Secret its external databases name
+/// appears, changes or goes, so that fixing a missing Secret is noticed at
+/// once rather than at the next retry of the backoff. Only Secrets'
+/// metadata is watched (their values never reach the operator this way),
+/// and they are not kept: the Marketplaces are found in the controller's
+/// own store.
+pub fn watch_external_secrets(
+    client: &Client,
+    controller: Controller<Marketplace>,
+) -> Controller<Marketplace> {
+    let marketplaces = controller.store();
+    let secrets = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects();
+    controller.watches_stream(secrets, move |secret| {
+        let namespace = secret.metadata.namespace.clone().unwrap_or_default();
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        marketplaces
+            .state_filter(|marketplace| {
+                marketplace.metadata.namespace.as_deref() == Some(namespace.as_str())
+                    && external_secret_names(marketplace).any(|secret| secret == name)
+            })
+            .iter()
+            .map(|marketplace| ObjectRef::from_obj(marketplace.as_ref()))
+            .collect::<Vec<_>>()
+    })
+}
+
+/// The names of the Secrets a Marketplace's external databases read.
+fn external_secret_names(marketplace: &Marketplace) -> impl Iterator<Item = &str> {
+    [
+        &marketplace.spec.account.database,
+        &marketplace.spec.order.database,
+    ]
+    .into_iter()
+    .filter_map(|database| database.external.as_ref())
+    .map(|external| external.secret_ref.name.as_str())
+}
+
+/// One child of `kind` in a store, by namespace and name.
+pub fn cached<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<std::sync::Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.get(&ObjectRef::new(name).within(namespace))
+}
+
+/// The children in a store that `marketplace` controls: in its namespace,
+/// with its controller owner reference (by UID, so the children of an
+/// earlier Marketplace of the same name, still being garbage-collected,
+/// are not taken for its own).
+pub fn children_of<K>(store: &Store<K>, marketplace: &Marketplace) -> Vec<std::sync::Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (Some(namespace), Some(uid)) = (
+        marketplace.meta().namespace.as_deref(),
+        marketplace.meta().uid.as_deref(),
+    ) else {
+        return Vec::new();
+    };
+    store.state_filter(|object| {
+        object.meta().namespace.as_deref() == Some(namespace)
+            && object
+                .owner_references()
+                .iter()
+                .any(|owner| owner.controller == Some(true) && owner.uid == uid)
+    })
+}
+
+/// A reflector over every object of `K` the operator manages, without
+/// `managedFields`, and the store it fills.
+fn reflect<K>(client: &Client) -> (Store<K>, BoxStream<'static, Result<K, watcher::Error>>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let config =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
+    let stream = watcher(Api::<K>::all(client.clone()), config)
+        .default_backoff()
+        .modify(|object| object.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects()
+        .boxed();
+    (store, stream)
+}
