@@ -336,7 +336,8 @@ async fn marketplaces_side_by_side_get_only_their_own_children_and_changes_stay_
         names.sort();
         assert_eq!(
             names,
-            ["account", "catalog", "order"].map(|component| format!("{name}-{component}")),
+            ["account", "catalog", "gateway", "order"]
+                .map(|component| format!("{name}-{component}")),
             "in {}",
             namespace.name()
         );
@@ -490,7 +491,7 @@ async fn an_operator_killed_mid_reconcile_converges_when_started_again() {
         .items
         .len();
     eprintln!(
-        "killed with {made_before_kill} of 3 Deployments made; log:\n{}",
+        "killed with {made_before_kill} of 4 Deployments made; log:\n{}",
         log.lines()
             .filter(|line| line.contains("applied"))
             .collect::<Vec<_>>()
@@ -499,7 +500,7 @@ async fn an_operator_killed_mid_reconcile_converges_when_started_again() {
 
     let _operator = start_operator(&namespace);
     wait_ready(&namespace, "shop").await;
-    for component in ["account", "catalog", "order"] {
+    for component in ["gateway", "account", "catalog", "order"] {
         assert!(
             get(&deployments, &format!("shop-{component}"))
                 .await
@@ -533,9 +534,10 @@ async fn a_converged_marketplace_gets_no_writes() {
         "the operator logs no line per write any more; this test counts them"
     );
 
-    // The acceptance criterion is 60 s; 20 s here keeps the suite short,
-    // and `cargo xtask bench operator` measures the full minute.
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    // The acceptance criterion: a whole minute without a write. (Every
+    // event the operator publishes follows a status update, so the log
+    // lines cover events too.)
+    tokio::time::sleep(Duration::from_secs(60)).await;
 
     assert_eq!(versions(&namespace, "shop").await, versions_before);
     assert_eq!(writes_in(&operator, namespace.name()), writes_before);

@@ -27,8 +27,14 @@ use marketplace_testkit::eventually;
 use marketplace_testkit::kubernetes::{self, TestNamespace};
 use serde_json::json;
 
-/// The services whose Services carry the scrape annotations.
-const SCRAPED: [&str; 3] = ["shop-account", "shop-catalog", "shop-order"];
+/// The Services that carry the scrape annotations, with the port each
+/// names: the gRPC services' admin port, the gateway's HTTP port.
+const SCRAPED: [(&str, &str); 4] = [
+    ("shop-account", "9090"),
+    ("shop-catalog", "9090"),
+    ("shop-order", "9090"),
+    ("shop-gateway", "8080"),
+];
 
 /// A minimal stand-in for the Prometheus Operator's ServiceMonitor CRD:
 /// the group, version and kind, and any content.
@@ -76,12 +82,12 @@ async fn scrape_annotations(services: &Api<Service>, name: &str) -> Vec<(String,
 /// Whether every scraped Service carries the scrape annotations (`true`) or
 /// none of them does (`false`).
 async fn services_annotated(services: &Api<Service>, annotated: bool) -> bool {
-    for name in SCRAPED {
+    for (name, port) in SCRAPED {
         let annotations = scrape_annotations(services, name).await;
         let expected: Vec<(String, String)> = if annotated {
             vec![
                 ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
-                ("prometheus.io/port".to_owned(), "9090".to_owned()),
+                ("prometheus.io/port".to_owned(), port.to_owned()),
                 ("prometheus.io/scrape".to_owned(), "true".to_owned()),
             ]
         } else {

@@ -99,7 +99,7 @@ async fn a_marketplace_becomes_its_children_follows_its_spec_and_heals() {
     let stateful_sets = namespace.api::<StatefulSet>();
 
     // Every child, labelled and owned.
-    for component in ["account", "catalog", "order"] {
+    for component in ["gateway", "account", "catalog", "order"] {
         let name = format!("shop-{component}");
         let deployment = eventually(&format!("Deployment {name}"), CONVERGE, || {
             get(&deployments, &name)
