@@ -971,7 +971,7 @@ fn deployment_health(live: &Deployment) -> Health {
 
 /// A workload is ready when its controller has seen its latest spec and at
 /// least the desired number of replicas (1 when unset) are ready.
-fn workload_ready(
+pub fn workload_ready(
     generation: Option<i64>,
     replicas: Option<i32>,
     observed_generation: Option<i64>,

@@ -44,6 +44,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use marketplace_config::parse_duration;
 use marketplace_operator::builders::{Component, MANAGER, monitoring, services, stores};
 use marketplace_operator::crd::Marketplace;
+use marketplace_operator::reconcile::workload_ready;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -257,18 +258,6 @@ fn is_ready(marketplace: &Marketplace) -> bool {
                 .iter()
                 .any(|condition| condition.type_ == "Ready" && condition.status == "True")
     })
-}
-
-/// The operator's rule: a workload is ready when its controller has seen
-/// its latest spec and the desired replicas (1 when unset) are ready.
-fn workload_ready(
-    generation: Option<i64>,
-    replicas: Option<i32>,
-    observed_generation: Option<i64>,
-    ready_replicas: Option<i32>,
-) -> bool {
-    observed_generation.unwrap_or(0) >= generation.unwrap_or(0)
-        && ready_replicas.unwrap_or(0) >= replicas.unwrap_or(1)
 }
 
 fn managed_by_the_operator() -> watcher::Config {
@@ -1326,12 +1315,5 @@ mod tests {
         let kinds: BTreeSet<&str> = children.iter().map(|(kind, _)| *kind).collect();
         assert!(kinds.contains("NetworkPolicy"), "{kinds:?}");
         assert!(kinds.len() <= CHILD_KINDS, "{kinds:?}");
-    }
-
-    #[test]
-    fn a_workload_is_ready_only_with_its_replicas_ready_at_its_generation() {
-        assert!(workload_ready(Some(2), Some(1), Some(2), Some(1)));
-        assert!(!workload_ready(Some(2), Some(1), Some(1), Some(1)));
-        assert!(!workload_ready(Some(1), None, Some(1), None));
     }
 }
