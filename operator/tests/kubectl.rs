@@ -13,7 +13,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{CONVERGE, Operator, install_crd};
+use common::{CONVERGE, Operator, install_crd, workspace_root};
 use marketplace_testkit::eventually;
 use marketplace_testkit::kubernetes::{self, TestNamespace};
 use serde_json::Value;
@@ -103,7 +103,8 @@ async fn the_example_applied_with_kubectl_becomes_ready_shows_its_gateway_and_fo
     let _one = ONE_OPERATOR.lock().await;
     install_crd(namespace.client()).await;
     let _operator = Operator::start(&namespace);
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/marketplace.yaml");
+    let example = workspace_root().join("examples/marketplace.yaml");
+    let example = example.to_str().expect("a UTF-8 path");
 
     kubectl(&namespace, &["apply", "-f", example]);
     wait_for(&namespace, "shop", "Ready");

@@ -46,10 +46,7 @@ pub(crate) fn operator(tools: &Tools, args: &OperatorBenchArgs) -> Result<()> {
 }
 
 fn run(tools: &Tools, backends: &Backends, release: &Path, args: &OperatorBenchArgs) -> Result<()> {
-    // xtask lives one level below the workspace root.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("xtask has no parent directory")?;
+    let root = crate::workspace_root();
     let work = backends.run_dir().join("bench-operator");
     std::fs::create_dir_all(&work)?;
     let kubeconfig = backends

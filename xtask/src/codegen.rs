@@ -1,17 +1,12 @@
 //! `cargo xtask codegen`: writes the committed artefacts generated from Rust
 //! types. Tests in the generating crates fail when a committed file is stale.
 
-use std::path::Path;
-
 use anyhow::{Context, Result};
 
 /// Writes `deploy/crds/marketplace.dev_marketplaces.yaml` from the operator's
 /// `Marketplace` types.
 pub(crate) fn run() -> Result<()> {
-    // xtask lives one level below the workspace root.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("xtask has no parent directory")?;
+    let root = crate::workspace_root();
     let path = root.join(marketplace_operator::CRD_PATH);
     let yaml = marketplace_operator::crd_yaml().context("serializing the Marketplace CRD")?;
     if let Some(dir) = path.parent() {

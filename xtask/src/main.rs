@@ -16,6 +16,7 @@ mod progress;
 mod signals;
 mod testuser;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -223,4 +224,17 @@ fn backends_until_interrupted() -> Result<()> {
 
 fn shell_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+/// The workspace root, one level above xtask. `cargo xtask` (an alias of
+/// `cargo run`) sets `CARGO_MANIFEST_DIR` for the run, which stays right
+/// when the checkout moved after xtask was built: cargo does not rebuild a
+/// relocated workspace, so the value compiled in can name a directory that
+/// is gone. The compiled-in value is the fallback for a binary run by hand.
+pub(crate) fn workspace_root() -> PathBuf {
+    let xtask = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    xtask
+        .parent()
+        .map_or_else(|| PathBuf::from("."), PathBuf::from)
 }

@@ -1,13 +1,19 @@
 //! Repository hygiene checked as a test, so that `cargo xtask test` (and CI)
 //! fails on it like on any other defect.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn workspace_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// One level above xtask. cargo sets `CARGO_MANIFEST_DIR` when it runs a
+/// test, which stays right when the checkout moved after the build (cargo
+/// does not rebuild a relocated workspace); the compiled-in value is the
+/// fallback.
+fn workspace_root() -> PathBuf {
+    let xtask = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    xtask
         .parent()
-        .unwrap_or(Path::new("."))
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 #[test]

@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,16 @@ use serde::de::DeserializeOwned;
 
 /// How long a Marketplace may take to converge on the kwok cluster.
 pub(crate) const CONVERGE: Duration = Duration::from_secs(120);
+
+/// The workspace root, one level above the operator. cargo sets
+/// `CARGO_MANIFEST_DIR` when it runs a test, which stays right when the
+/// checkout moved after the build (cargo does not rebuild a relocated
+/// workspace, so the compiled-in value can name a directory that is gone).
+pub(crate) fn workspace_root() -> PathBuf {
+    let operator = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    operator.join("..")
+}
 
 /// Applies the Marketplace CRD as generated (the same content from every
 /// test, so parallel tests agree) and waits until the API server serves it.
