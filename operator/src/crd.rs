@@ -31,6 +31,12 @@ pub const DEFAULT_POSTGRES_IMAGE: &str = "postgres:15";
 pub const DEFAULT_ELASTICSEARCH_IMAGE: &str =
     "docker.elastic.co/elasticsearch/elasticsearch:7.17.29";
 
+/// The longest Marketplace name whose children all have valid names: the
+/// longest child, the StatefulSet `<name>-account-db`, labels its pods with
+/// its revision, `<name>-account-db-<hash of up to 10>`, which as a label
+/// value may have at most 63 characters.
+pub const MAX_NAME_LENGTH: usize = 41;
+
 /// The desired marketplace: which components run, how many of each, and
 /// where their stores are. Every field is optional.
 // Two printer columns share `type_ = "string"`, which clippy mistakes for a
@@ -45,6 +51,13 @@ pub const DEFAULT_ELASTICSEARCH_IMAGE: &str =
     shortname = "mp",
     status = "MarketplaceStatus",
     derive = "PartialEq",
+    validation = kube::core::Rule::new(format!("self.metadata.name.size() <= {MAX_NAME_LENGTH}"))
+        .message(format!(
+            "metadata.name may have at most {MAX_NAME_LENGTH} characters: the Marketplace's \
+             children are named after it (the longest is the StatefulSet <name>-account-db), \
+             and Kubernetes limits their names and labels"
+        )
+        .as_str()),
     doc = "A running marketplace: the gateway, the account, catalog and order services, and the stores they use.",
     printcolumn(
         name = "Ready",

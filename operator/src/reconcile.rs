@@ -87,6 +87,8 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -572,55 +574,74 @@ async fn database_password(
 }
 
 impl Desired {
+    /// Applies the children in two waves, each with up to
+    /// [`APPLY_CONCURRENCY`] requests in flight: first what the workloads'
+    /// pods use (Secrets, Services, NetworkPolicies, PDBs, the scrape
+    /// ConfigMap, ServiceMonitors), then the StatefulSets and Deployments,
+    /// so that no pod is created before its Secret and policies exist.
     async fn apply(&self, client: &Client, caches: &Caches, namespace: &str) -> Result<(), Error> {
-        apply_all(client, namespace, &self.secrets, &caches.secrets).await?;
-        apply_all(client, namespace, &self.services, &caches.services).await?;
-        apply_all(
-            client,
-            namespace,
-            &self.stateful_sets,
-            &caches.stateful_sets,
-        )
-        .await?;
-        apply_all(client, namespace, &self.deployments, &caches.deployments).await?;
-        apply_all(
-            client,
-            namespace,
-            &self.pod_disruption_budgets,
-            &caches.pod_disruption_budgets,
-        )
-        .await?;
-        apply_all(
+        let mut first: Vec<Step<'_>> = Vec::new();
+        first.extend(applies(client, namespace, &self.secrets, &caches.secrets));
+        first.extend(applies(client, namespace, &self.services, &caches.services));
+        first.extend(applies(
             client,
             namespace,
             &self.network_policies,
             &caches.network_policies,
-        )
-        .await?;
-        apply_all(client, namespace, &self.config_maps, &caches.config_maps).await?;
+        ));
+        first.extend(applies(
+            client,
+            namespace,
+            &self.pod_disruption_budgets,
+            &caches.pod_disruption_budgets,
+        ));
+        first.extend(applies(
+            client,
+            namespace,
+            &self.config_maps,
+            &caches.config_maps,
+        ));
         if self.service_monitors_served {
             let api = service_monitors(client, namespace);
-            for object in &self.service_monitors {
-                let name = object.name_any();
-                let live = api
-                    .get_metadata_opt(&name)
+            first.extend(self.service_monitors.iter().map(|object| {
+                let api = api.clone();
+                let step: Step<'_> = Box::pin(async move {
+                    let name = object.name_any();
+                    let live = api
+                        .get_metadata_opt(&name)
+                        .await
+                        .map_err(|source| Error::Kube {
+                            action: "reading",
+                            kind: "ServiceMonitor",
+                            name: name.clone(),
+                            source,
+                        })?;
+                    apply(
+                        &api,
+                        "ServiceMonitor",
+                        object,
+                        live.as_ref().map(|live| &live.metadata),
+                    )
                     .await
-                    .map_err(|source| Error::Kube {
-                        action: "reading",
-                        kind: "ServiceMonitor",
-                        name: name.clone(),
-                        source,
-                    })?;
-                apply(
-                    &api,
-                    "ServiceMonitor",
-                    object,
-                    live.as_ref().map(|live| &live.metadata),
-                )
-                .await?;
-            }
+                });
+                step
+            }));
         }
-        Ok(())
+        concurrently(first).await?;
+        let mut workloads: Vec<Step<'_>> = Vec::new();
+        workloads.extend(applies(
+            client,
+            namespace,
+            &self.stateful_sets,
+            &caches.stateful_sets,
+        ));
+        workloads.extend(applies(
+            client,
+            namespace,
+            &self.deployments,
+            &caches.deployments,
+        ));
+        concurrently(workloads).await
     }
 
     async fn delete_unwanted(
@@ -630,54 +651,50 @@ impl Desired {
         caches: &Caches,
         namespace: &str,
     ) -> Result<(), Error> {
-        delete_unwanted(
+        let mut steps: Vec<Step<'_>> = Vec::new();
+        steps.extend(deletes(
             marketplace,
             client,
             namespace,
             &self.deployments,
             &caches.deployments,
-        )
-        .await?;
-        delete_unwanted(
+        ));
+        steps.extend(deletes(
             marketplace,
             client,
             namespace,
             &self.services,
             &caches.services,
-        )
-        .await?;
-        delete_unwanted(
+        ));
+        steps.extend(deletes(
             marketplace,
             client,
             namespace,
             &self.stateful_sets,
             &caches.stateful_sets,
-        )
-        .await?;
-        delete_unwanted(
+        ));
+        steps.extend(deletes(
             marketplace,
             client,
             namespace,
             &self.pod_disruption_budgets,
             &caches.pod_disruption_budgets,
-        )
-        .await?;
-        delete_unwanted(
+        ));
+        steps.extend(deletes(
             marketplace,
             client,
             namespace,
             &self.network_policies,
             &caches.network_policies,
-        )
-        .await?;
-        delete_unwanted(
+        ));
+        steps.extend(deletes(
             marketplace,
             client,
             namespace,
             &self.config_maps,
             &caches.config_maps,
-        )
-        .await?;
+        ));
+        concurrently(steps).await?;
         if self.service_monitors_served {
             delete_unwanted_service_monitors(
                 marketplace,
@@ -689,6 +706,24 @@ impl Desired {
         }
         Ok(())
     }
+}
+
+/// One API request of a reconcile (with what decides whether it is needed).
+type Step<'a> = BoxFuture<'a, Result<(), Error>>;
+
+/// How many of one reconcile's applies or deletes are in flight at once.
+/// A Marketplace has about 30 children; one at a time, the first reconcile
+/// waits for 30 round trips in a row.
+pub const APPLY_CONCURRENCY: usize = 16;
+
+/// Runs `steps` with up to [`APPLY_CONCURRENCY`] in flight; the first
+/// error ends the run (the others are dropped, and every step is
+/// idempotent, so the retry redoes what is left).
+async fn concurrently(steps: Vec<Step<'_>>) -> Result<(), Error> {
+    futures::stream::iter(steps)
+        .buffer_unordered(APPLY_CONCURRENCY)
+        .try_collect()
+        .await
 }
 
 /// What the reconciler needs of a child's kind.
@@ -743,24 +778,30 @@ trait Applied: Resource + Serialize + DeserializeOwned + Clone + Debug {}
 
 impl<K> Applied for K where K: Resource + Serialize + DeserializeOwned + Clone + Debug {}
 
-async fn apply_all<K: Child, C: Cached>(
+/// The applies of `objects`, each skipped when the cached child carries
+/// its hash.
+fn applies<'a, K: Child, C: Cached>(
     client: &Client,
     namespace: &str,
-    objects: &[K],
-    cache: &Store<C>,
-) -> Result<(), Error> {
+    objects: &'a [K],
+    cache: &'a Store<C>,
+) -> impl Iterator<Item = Step<'a>> + use<'a, K, C> {
     let api = Api::<K>::namespaced(client.clone(), namespace);
-    for object in objects {
-        let live = cached(cache, namespace, &object.name_any());
-        apply(
-            &api,
-            kind::<K>(),
-            object,
-            live.as_deref().map(Resource::meta),
-        )
-        .await?;
-    }
-    Ok(())
+    let namespace = namespace.to_owned();
+    objects.iter().map(move |object| {
+        let api = api.clone();
+        let live = cached(cache, &namespace, &object.name_any());
+        let step: Step<'a> = Box::pin(async move {
+            apply(
+                &api,
+                kind::<K>(),
+                object,
+                live.as_deref().map(Resource::meta),
+            )
+            .await
+        });
+        step
+    })
 }
 
 /// Applies `object` unless `live` (the child as last seen) already carries
@@ -804,27 +845,29 @@ async fn apply<K: Applied>(
     Ok(())
 }
 
-/// Deletes the cached children of `marketplace` of kind `K` that are not
-/// in `desired`.
-async fn delete_unwanted<K: Child, C: Cached>(
+/// The deletes of the cached children of `marketplace` of kind `K` that
+/// are not in `desired`.
+fn deletes<K: Child, C: Cached>(
     marketplace: &Marketplace,
     client: &Client,
     namespace: &str,
     desired: &[K],
     cache: &Store<C>,
-) -> Result<(), Error> {
+) -> Vec<Step<'static>> {
     let wanted: BTreeSet<String> = desired.iter().map(ResourceExt::name_any).collect();
-    let unwanted: Vec<String> = children_of(cache, marketplace)
+    let api = Api::<K>::namespaced(client.clone(), namespace);
+    children_of(cache, marketplace)
         .iter()
         .filter(|live| live.meta().deletion_timestamp.is_none())
         .map(|live| live.name_any())
         .filter(|name| !wanted.contains(name))
-        .collect();
-    let api = Api::<K>::namespaced(client.clone(), namespace);
-    for name in unwanted {
-        delete(&api, kind::<K>(), name).await?;
-    }
-    Ok(())
+        .map(|name| {
+            let api = api.clone();
+            let step: Step<'static> =
+                Box::pin(async move { delete(&api, kind::<K>(), name).await });
+            step
+        })
+        .collect()
 }
 
 /// Deletes the ServiceMonitors of `marketplace` (found by label, from the

@@ -130,6 +130,25 @@ async fn an_external_database_is_accepted_without_a_managed_default() {
 }
 
 #[tokio::test]
+async fn a_name_longer_than_its_children_allow_is_refused_and_the_longest_allowed_is_accepted() {
+    let Some(namespace) = namespace().await else {
+        return;
+    };
+    let longest = "m".repeat(marketplace_operator::crd::MAX_NAME_LENGTH);
+
+    let message = create(&namespace, &format!("{longest}x"), json!({}))
+        .await
+        .expect_err("the API server accepted a name too long for the children");
+    assert!(
+        message.contains("metadata.name may have at most 41 characters"),
+        "{message}"
+    );
+    create(&namespace, &longest, json!({}))
+        .await
+        .expect("the longest name allowed is refused");
+}
+
+#[tokio::test]
 async fn negative_replicas_are_refused() {
     assert_refused(
         json!({ "gateway": { "replicas": -1 } }),

@@ -732,9 +732,13 @@ async fn run_round(
         operator.memory()?;
         tokio::time::sleep(POLL).await;
     };
-    let converged = operator.counters().await?;
-    let cpu_converged = CpuTicks::now(operator.pid);
     let converged_in = started.elapsed();
+    // Ready is written before its event is posted, and a last reconcile
+    // may still be running: the quiet window starts once the operator's
+    // counters stand still.
+    let converged = settle(operator).await?;
+    let settled_in = started.elapsed() - converged_in;
+    let cpu_converged = CpuTicks::now(operator.pid);
     // The window is the measurement itself, not a wait for something.
     tokio::time::sleep(args.steady).await;
     let after = operator.counters().await?;
@@ -752,6 +756,7 @@ async fn run_round(
         created_in,
         create_took,
         converged_in,
+        settled_in,
         milestones,
         converging: converged.since(&before),
         converging_cpu: cpu_converged.since(&cpu_before),
@@ -760,6 +765,32 @@ async fn run_round(
         steady_window: args.steady,
         memory,
     })
+}
+
+/// How long the operator's counters must stand still to call it settled.
+const SETTLED: Duration = Duration::from_secs(1);
+
+/// Waits until the operator's write and reconcile counters are unchanged
+/// for [`SETTLED`] and returns them as they were when they last changed.
+async fn settle(operator: &OperatorProcess) -> Result<Counters> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = operator.counters().await?;
+    let mut since = Instant::now();
+    loop {
+        tokio::time::sleep(POLL).await;
+        let now = operator.counters().await?;
+        if now.writes != last.writes || now.reconciles != last.reconciles {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= SETTLED {
+            return Ok(last);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the operator kept writing or reconciling for 60 s after every Marketplace was Ready"
+            );
+        }
+    }
 }
 
 /// Creates `count` fresh namespaces and waits until pods can be created in
@@ -1053,6 +1084,8 @@ struct Round {
     /// How long each create request took (the times start at its return).
     create_took: Vec<Duration>,
     converged_in: Duration,
+    /// From convergence until the operator's counters stood still.
+    settled_in: Duration,
     milestones: Vec<Milestones>,
     /// From just before the creates to convergence.
     converging: Counters,
@@ -1128,6 +1161,11 @@ impl Round {
             self.converging.describe_writes(),
             self.converging.describe_reconciles(),
             self.converging_cpu.describe(),
+        );
+        println!(
+            "    settled: the operator's counters stood still for {} s from {:.3} s after the last Ready",
+            SETTLED.as_secs(),
+            self.settled_in.as_secs_f64(),
         );
         println!(
             "    {} s after convergence: {} API writes by the operator, {}; {}",

@@ -149,7 +149,7 @@ pub(crate) mod fixtures {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::MarketplaceSpec;
+    use crate::crd::{MAX_NAME_LENGTH, MarketplaceSpec};
 
     #[test]
     fn children_are_named_labelled_and_owned_by_their_marketplace() {
@@ -176,5 +176,63 @@ mod tests {
             instance_selector(&marketplace),
             "app.kubernetes.io/managed-by=marketplace-operator,app.kubernetes.io/instance=shop"
         );
+    }
+
+    /// Every child of a Marketplace with the longest name the CRD accepts
+    /// has a valid name and label values: names of at most 63 characters
+    /// (Services are DNS labels), StatefulSets of at most 52 (their pods'
+    /// `controller-revision-hash` label is the name, a dash and up to ten
+    /// characters of hash).
+    #[test]
+    fn the_longest_accepted_name_gives_children_valid_names_and_labels() {
+        let mut marketplace = fixtures::marketplace(MarketplaceSpec::default());
+        marketplace.metadata.name = Some("m".repeat(MAX_NAME_LENGTH));
+
+        let mut children: Vec<ObjectMeta> = Vec::new();
+        let mut stateful_sets = Vec::new();
+        for component in Component::ALL {
+            children.extend(services::deployment(&marketplace, component).map(|o| o.metadata));
+            children.extend(services::service(&marketplace, component).map(|o| o.metadata));
+            children.extend(
+                services::pod_disruption_budget(&marketplace, component).map(|o| o.metadata),
+            );
+            children
+                .extend(stores::database_secret(&marketplace, component, "pw").map(|o| o.metadata));
+            children.extend(stores::database_service(&marketplace, component).map(|o| o.metadata));
+            stateful_sets.extend(stores::database_statefulset(&marketplace, component));
+        }
+        children.extend(stores::search_service(&marketplace).map(|o| o.metadata));
+        children.extend(stores::search_headless_service(&marketplace).map(|o| o.metadata));
+        stateful_sets.extend(stores::search_statefulset(&marketplace));
+        children.extend(
+            stores::network_policies(&marketplace)
+                .into_iter()
+                .map(|o| o.metadata),
+        );
+        children.extend(monitoring::scrape_config_map(&marketplace, false).map(|o| o.metadata));
+        children.extend(monitoring::service_monitor(&marketplace, true).map(|o| o.metadata));
+        assert_eq!(stateful_sets.len(), 3);
+        for stateful_set in &stateful_sets {
+            let name = stateful_set.metadata.name.clone().unwrap();
+            assert!(name.len() <= 52, "StatefulSet {name} is too long");
+        }
+        children.extend(stateful_sets.into_iter().map(|o| o.metadata));
+
+        assert!(children.len() > 20, "{} children", children.len());
+        for meta in &children {
+            let name = meta.name.clone().unwrap();
+            assert!(name.len() <= 63, "{name} has {} characters", name.len());
+            for (key, value) in meta.labels.iter().flatten() {
+                assert!(value.len() <= 63, "{name}: label {key}={value} is too long");
+            }
+        }
+
+        marketplace.metadata.name = Some("m".repeat(MAX_NAME_LENGTH + 1));
+        let longest = stores::database_statefulset(&marketplace, Component::AccountDatabase)
+            .unwrap()
+            .metadata
+            .name
+            .unwrap();
+        assert!(longest.len() > 52, "{MAX_NAME_LENGTH} is not the limit");
     }
 }
