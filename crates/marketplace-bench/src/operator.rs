@@ -617,6 +617,14 @@ impl Instance {
         })
     }
 
+    /// Whether every one of its children has been seen.
+    fn has_children(&self, seen: &Seen) -> bool {
+        self.children.iter().all(|(kind, name)| {
+            seen.children
+                .contains_key(&(*kind, self.namespace.clone(), name.clone()))
+        })
+    }
+
     /// What it still waits for, for the error when a round times out.
     fn missing(&self, seen: &Seen) -> Vec<String> {
         let mut missing = Vec::new();
@@ -655,6 +663,7 @@ async fn run_round(
         namespaces.len()
     );
     let before = operator.counters().await?;
+    let api_before = ApiServerWrites::scrape(client).await?;
     let cpu_before = CpuTicks::now(operator.pid);
     let started = Instant::now();
     let creates = (0..instances).map(|i| {
@@ -695,7 +704,19 @@ async fn run_round(
         .collect();
 
     let deadline = Instant::now() + args.deadline;
+    // What the API server and the operator had written when the last child
+    // was seen.
+    let mut at_children: Option<(ApiServerWrites, Counters)> = None;
     let milestones = loop {
+        let all_children = created
+            .iter()
+            .all(|instance| instance.has_children(&lock(seen)));
+        if all_children && at_children.is_none() {
+            at_children = Some((
+                ApiServerWrites::scrape(client).await?,
+                operator.counters().await?,
+            ));
+        }
         {
             let seen = lock(seen);
             let reached: Option<Vec<Milestones>> = created
@@ -738,6 +759,9 @@ async fn run_round(
     // counters stand still.
     let converged = settle(operator).await?;
     let settled_in = started.elapsed() - converged_in;
+    let api_converged = ApiServerWrites::scrape(client).await?;
+    let (api_children, operator_children) =
+        at_children.context("the milestones were reached before every child was seen")?;
     let cpu_converged = CpuTicks::now(operator.pid);
     // The window is the measurement itself, not a wait for something.
     tokio::time::sleep(args.steady).await;
@@ -758,6 +782,9 @@ async fn run_round(
         converged_in,
         settled_in,
         milestones,
+        api_to_children: api_children.since(&api_before),
+        operator_to_children: operator_children.since(&before),
+        api_converging: api_converged.since(&api_before),
         converging: converged.since(&before),
         converging_cpu: cpu_converged.since(&cpu_before),
         steady: after.since(&converged),
@@ -918,6 +945,75 @@ impl Counters {
             .map(|(verb, count)| format!("{verb} {count}"))
             .collect();
         format!("{} ({})", self.total_writes(), by_verb.join(", "))
+    }
+}
+
+/// The writes the API server has served, by verb, from its
+/// `apiserver_request_total` counter: every request but reads and watches.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct ApiServerWrites(BTreeMap<String, u64>);
+
+impl ApiServerWrites {
+    async fn scrape(client: &Client) -> Result<Self> {
+        let request = http::Request::get("/metrics")
+            .body(Vec::new())
+            .context("building GET /metrics")?;
+        let text = client
+            .request_text(request)
+            .await
+            .context("reading the API server's /metrics")?;
+        Ok(Self::parse(&text))
+    }
+
+    fn parse(text: &str) -> Self {
+        let mut writes = BTreeMap::new();
+        for line in text.lines() {
+            let Some(labels) = line.strip_prefix("apiserver_request_total{") else {
+                continue;
+            };
+            let Some((labels, value)) = labels.rsplit_once("} ") else {
+                continue;
+            };
+            let Some(verb) = labels
+                .split(',')
+                .find_map(|label| label.strip_prefix("verb=\""))
+                .and_then(|verb| verb.strip_suffix('"'))
+            else {
+                continue;
+            };
+            if matches!(verb, "GET" | "LIST" | "WATCH" | "CONNECT") {
+                continue;
+            }
+            // Counters are whole numbers, printed as floats.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let count = value.parse::<f64>().unwrap_or(0.0) as u64;
+            *writes.entry(verb.to_owned()).or_insert(0) += count;
+        }
+        Self(writes)
+    }
+
+    fn since(&self, earlier: &Self) -> Self {
+        Self(
+            self.0
+                .iter()
+                .map(|(verb, count)| {
+                    let before = earlier.0.get(verb).copied().unwrap_or(0);
+                    (verb.clone(), count.saturating_sub(before))
+                })
+                .filter(|(_, count)| *count > 0)
+                .collect(),
+        )
+    }
+
+    /// `1200 (APPLY 800, POST 400)`.
+    fn describe(&self) -> String {
+        let total: u64 = self.0.values().sum();
+        let by_verb: Vec<String> = self
+            .0
+            .iter()
+            .map(|(verb, count)| format!("{verb} {count}"))
+            .collect();
+        format!("{total} ({})", by_verb.join(", "))
     }
 }
 
@@ -1087,6 +1183,13 @@ struct Round {
     /// From convergence until the operator's counters stood still.
     settled_in: Duration,
     milestones: Vec<Milestones>,
+    /// The API server's writes (everybody's, the driver's creates too)
+    /// from just before the creates until the last child was seen.
+    api_to_children: ApiServerWrites,
+    /// The operator's counters over the same stretch.
+    operator_to_children: Counters,
+    /// The API server's writes from just before the creates to convergence.
+    api_converging: ApiServerWrites,
     /// From just before the creates to convergence.
     converging: Counters,
     converging_cpu: CpuUse,
@@ -1157,15 +1260,24 @@ impl Round {
             100.0 * share_p50
         );
         println!(
+            "    until the last child was seen: the API server took {} writes from everybody, {} of them by the operator",
+            self.api_to_children.describe(),
+            self.operator_to_children.total_writes(),
+        );
+        println!(
+            "    until convergence: the API server took {} writes from everybody",
+            self.api_converging.describe(),
+        );
+        println!(
             "    converging: {} API writes by the operator, {}; {}",
             self.converging.describe_writes(),
             self.converging.describe_reconciles(),
             self.converging_cpu.describe(),
         );
         println!(
-            "    settled: the operator's counters stood still for {} s from {:.3} s after the last Ready",
+            "    settled: the operator's last write or reconcile came {:.3} s after the last Ready (then {} s without one)",
+            self.settled_in.saturating_sub(SETTLED).as_secs_f64(),
             SETTLED.as_secs(),
-            self.settled_in.as_secs_f64(),
         );
         println!(
             "    {} s after convergence: {} API writes by the operator, {}; {}",
@@ -1260,6 +1372,24 @@ mod tests {
 
         assert_eq!(machine_ticks(stat), Some((160, 1000)));
         assert_eq!(machine_ticks("intr 1 2 3\n"), None);
+    }
+
+    #[test]
+    fn the_api_servers_writes_are_its_requests_but_reads_summed_by_verb() {
+        let text = r#"# TYPE apiserver_request_total counter
+apiserver_request_total{code="201",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="",verb="POST",version="v1"} 40
+apiserver_request_total{code="409",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="",verb="POST",version="v1"} 2
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="apps",resource="deployments",scope="resource",subresource="",verb="APPLY",version="v1"} 7
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="pods",scope="namespace",subresource="",verb="LIST",version="v1"} 900
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="",verb="GET",version="v1"} 5
+apiserver_request_total{code="0",component="apiserver",dry_run="",group="",resource="pods",scope="namespace",subresource="",verb="WATCH",version="v1"} 3
+apiserver_request_duration_seconds_count{verb="POST"} 99
+"#;
+        let writes = ApiServerWrites::parse(text);
+        assert_eq!(writes.describe(), "49 (APPLY 7, POST 42)");
+
+        let earlier = ApiServerWrites::parse(&text.replace("} 40", "} 30"));
+        assert_eq!(writes.since(&earlier).describe(), "10 (POST 10)");
     }
 
     #[test]
