@@ -19,6 +19,12 @@
 //! only the metadata of ConfigMaps, NetworkPolicies and
 //! PodDisruptionBudgets, fetched as metadata from the API server.
 //!
+//! The database and search volume claims are made by the StatefulSet
+//! controller, not the operator, so they have no owner reference to route
+//! their changes: their metadata is cached too, and a change reconciles
+//! the Marketplace named by their instance label, which adopts them when
+//! `spec.volumes.deleteWithMarketplace` asks for it.
+//!
 //! ServiceMonitors are not cached: their API may appear or vanish while
 //! the operator runs; they are read from the API server when in use.
 
@@ -27,7 +33,7 @@ use std::fmt::Debug;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::PartialObjectMeta;
@@ -52,6 +58,7 @@ pub struct Caches {
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
     pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
     pub pod_disruption_budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
+    pub claims: Store<PartialObjectMeta<PersistentVolumeClaim>>,
 }
 
 impl Debug for Caches {
@@ -64,6 +71,7 @@ impl Debug for Caches {
             .field("config_maps", &self.config_maps.len())
             .field("network_policies", &self.network_policies.len())
             .field("pod_disruption_budgets", &self.pod_disruption_budgets.len())
+            .field("claims", &self.claims.len())
             .finish()
     }
 }
@@ -90,6 +98,11 @@ impl Caches {
         let (pod_disruption_budgets, stream) =
             reflect::<PartialObjectMeta<PodDisruptionBudget>>(client);
         let controller = controller.owns_stream(stream);
+        let (claims, stream) = reflect::<PartialObjectMeta<PersistentVolumeClaim>>(client);
+        let controller = controller.watches_stream(stream, |claim| {
+            let instance = claim.labels().get("app.kubernetes.io/instance")?;
+            Some(ObjectRef::new(instance).within(claim.metadata.namespace.as_deref()?))
+        });
         // `Store::wait_until_ready` wakes only the last of several tasks
         // waiting on it at once (it polls a oneshot receiver, which keeps one
         // waker), and reconciles of many Marketplaces wait at once when the
@@ -105,6 +118,7 @@ impl Caches {
             config_maps,
             network_policies,
             pod_disruption_budgets,
+            claims,
         };
         let stores = caches.clone();
         tokio::spawn(async move {
@@ -133,7 +147,8 @@ impl Caches {
         self.secrets.wait_until_ready().await?;
         self.config_maps.wait_until_ready().await?;
         self.network_policies.wait_until_ready().await?;
-        self.pod_disruption_budgets.wait_until_ready().await
+        self.pod_disruption_budgets.wait_until_ready().await?;
+        self.claims.wait_until_ready().await
     }
 }
 

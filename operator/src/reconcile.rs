@@ -17,7 +17,8 @@
 //!    desired object (see below);
 //! 5. **delete**: children this Marketplace controls whose names are no
 //!    longer desired, including the monitoring objects of a mode no longer
-//!    in use;
+//!    in use; and the Marketplace's ownership of its volume claims set as
+//!    `spec.volumes.deleteWithMarketplace` says;
 //! 6. **status**: `observedGeneration`, a condition per component, `Ready`,
 //!    `Progressing` and `Degraded`, the gateway endpoint; written only when
 //!    it changed, with an event for each transition of `Ready`, `Degraded`
@@ -63,8 +64,10 @@
 //!
 //! # What is never deleted here
 //!
-//! - PersistentVolumeClaims: they hold the data; their lifetime follows
-//!   `spec.volumes` (see [`builders::stores::database_statefulset`]).
+//! - PersistentVolumeClaims: they hold the data. Deleting a StatefulSet
+//!   never deletes them; with `spec.volumes.deleteWithMarketplace` the
+//!   Marketplace owns them (step 5 adds or removes the owner reference), so
+//!   they go with it (see [`builders::stores::database_statefulset`]).
 //! - Database Secrets: the retained database volume was initialised with
 //!   their password, so a Secret deleted when a database goes external or its
 //!   service is disabled would leave a volume nobody can log in to once it
@@ -91,7 +94,7 @@ use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
@@ -368,6 +371,7 @@ async fn pipeline(
         desired
             .delete_unwanted(marketplace, client, &context.caches, namespace)
             .await?;
+        own_claims(marketplace, client, &context.caches, namespace).await?;
         if !served && !desired.service_monitors.is_empty() {
             return Err(Error::ServiceMonitorsNotServed);
         }
@@ -868,6 +872,52 @@ fn deletes<K: Child, C: Cached>(
             step
         })
         .collect()
+}
+
+/// Makes the Marketplace an owner of its volume claims, or no longer one,
+/// as `spec.volumes.deleteWithMarketplace` says (see
+/// [`stores::claim_owner_patch`]); claims already right cost nothing.
+async fn own_claims(
+    marketplace: &Marketplace,
+    client: &Client,
+    caches: &Caches,
+    namespace: &str,
+) -> Result<(), Error> {
+    let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace);
+    let steps: Vec<Step<'static>> = caches
+        .claims
+        .state_filter(|claim| {
+            stores::is_claim_of(marketplace, &claim.metadata)
+                && claim.metadata.deletion_timestamp.is_none()
+        })
+        .iter()
+        .filter_map(|claim| {
+            let patch = stores::claim_owner_patch(marketplace, &claim.metadata)?;
+            let name = claim.name_any();
+            let api = api.clone();
+            let step: Step<'static> = Box::pin(async move {
+                match api
+                    .patch(&name, &PatchParams::default(), &Patch::Strategic(patch))
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!(name, "set the Marketplace's ownership of the volume claim");
+                        Ok(())
+                    }
+                    // Gone meanwhile: nothing left to own.
+                    Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                    Err(source) => Err(Error::Kube {
+                        action: "patching the owners of",
+                        kind: "PersistentVolumeClaim",
+                        name,
+                        source,
+                    }),
+                }
+            });
+            Some(step)
+        })
+        .collect();
+    concurrently(steps).await
 }
 
 /// Deletes the ServiceMonitors of `marketplace` (found by label, from the

@@ -266,34 +266,65 @@ async fn deleting_a_marketplace_collects_its_workloads_and_keeps_its_database_cl
 }
 
 #[tokio::test]
-async fn deleting_a_marketplace_that_asks_for_it_deletes_its_database_claims() {
+async fn deleting_a_marketplace_that_asks_for_it_deletes_its_claims_even_of_a_database_gone_external()
+ {
     let Some(namespace) = kubernetes::namespace().await else {
         return;
     };
     let _one = ONE_OPERATOR.lock().await;
     install_crd(namespace.client()).await;
     let _operator = start_operator(&namespace);
-    let claims = create_with_claims(
+    create_with_claims(
         &namespace,
         spec(json!({ "volumes": { "deleteWithMarketplace": true } })),
     )
     .await;
-    // whenDeleted=Delete: the StatefulSet controller makes each claim owned
-    // by its StatefulSet, so the garbage collector takes it with the set.
-    for claim in &claims {
-        let set = claim.name_any()["data-".len()..claim.name_any().len() - "-0".len()].to_owned();
-        assert_eq!(
-            owners(claim),
-            [("StatefulSet".to_owned(), set)],
-            "{}",
-            claim.name_any()
-        );
+    // The Marketplace owns the claims (the StatefulSets do not: deleting
+    // one must not delete its data).
+    let claims = namespace.api::<PersistentVolumeClaim>();
+    for claim in claim_names("shop") {
+        eventually(
+            &format!("claim {claim} to be owned by the Marketplace alone"),
+            CONVERGE,
+            || async {
+                let claim = get(&claims, &claim).await?;
+                (owners(&claim) == [("Marketplace".to_owned(), "shop".to_owned())]).then_some(())
+            },
+        )
+        .await;
     }
 
-    delete_and_collect(&namespace).await;
+    // The order database goes external: its StatefulSet goes, its claim stays.
+    namespace
+        .api::<Marketplace>()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "order": { "database": {
+                "managed": null,
+                "external": { "secretRef": { "name": "orders-db" } },
+            } } } })),
+        )
+        .await
+        .unwrap();
+    let sets = namespace.api::<StatefulSet>();
+    eventually(
+        "the order database's StatefulSet to go",
+        CONVERGE,
+        || async { get(&sets, "shop-order-db").await.is_none().then_some(()) },
+    )
+    .await;
+    // Give the garbage collector time to act on the claim if anything
+    // (wrongly) made the StatefulSet its owner.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let kept = get(&claims, "data-shop-order-db-0")
+        .await
+        .expect("the claim of the database gone external was deleted with its StatefulSet");
+    assert!(kept.metadata.deletion_timestamp.is_none());
 
-    let claims = namespace.api::<PersistentVolumeClaim>();
-    eventually("the database claims to be deleted", CONVERGE, || async {
+    // Deleting the Marketplace deletes every claim, that one too.
+    delete_and_collect(&namespace).await;
+    eventually("the claims to be deleted", CONVERGE, || async {
         for claim in claim_names("shop") {
             if get(&claims, &claim).await.is_some() {
                 return None;

@@ -219,13 +219,13 @@ pub fn database_service(marketplace: &Marketplace, component: Component) -> Opti
 /// contention.
 ///
 /// The volume claims come from the claim template, so the StatefulSet
-/// controller makes them and the Marketplace does not own them: garbage
-/// collection of the Marketplace does not reach them, which is what keeps
-/// the data. With `spec.volumes.deleteWithMarketplace` the retention policy
-/// has the StatefulSet controller make the StatefulSet their owner, so they
-/// go with it. The reconciler still owns the rest of that promise: claims
-/// whose StatefulSet is already gone (the policy changed afterwards, or a
-/// cluster that ignores the policy) are its to delete by label.
+/// controller makes them, and the retention policy is always `Retain`:
+/// deleting the StatefulSet (the Marketplace deleted, or the database made
+/// external or its service disabled) never deletes the data. With
+/// `spec.volumes.deleteWithMarketplace` the reconciler makes the
+/// Marketplace an owner of the claims ([`claim_owner_patch`]), so garbage
+/// collection takes them with the Marketplace, and only then: also the
+/// claims of a StatefulSet removed earlier.
 pub fn database_statefulset(
     marketplace: &Marketplace,
     component: Component,
@@ -334,7 +334,7 @@ pub fn database_statefulset(
                 &managed.storage,
                 managed.storage_class_name.as_deref(),
             )]),
-            persistent_volume_claim_retention_policy: Some(retention_policy(marketplace)),
+            persistent_volume_claim_retention_policy: Some(retention_policy()),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
@@ -532,7 +532,7 @@ pub fn search_statefulset(marketplace: &Marketplace) -> Option<StatefulSet> {
                 &managed.storage,
                 managed.storage_class_name.as_deref(),
             )]),
-            persistent_volume_claim_retention_policy: Some(retention_policy(marketplace)),
+            persistent_volume_claim_retention_policy: Some(retention_policy()),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
@@ -711,16 +711,66 @@ fn policy_port(port: i32) -> NetworkPolicyPort {
 /// Claims are kept when the StatefulSet goes (with the Marketplace, or when
 /// its component is disabled) unless the spec asks for them to go too;
 /// scaling down always keeps them, so scaling up again finds the data.
-fn retention_policy(marketplace: &Marketplace) -> StatefulSetPersistentVolumeClaimRetentionPolicy {
-    let when_deleted = if marketplace.spec.volumes.delete_with_marketplace {
-        "Delete"
-    } else {
-        "Retain"
-    };
+fn retention_policy() -> StatefulSetPersistentVolumeClaimRetentionPolicy {
     StatefulSetPersistentVolumeClaimRetentionPolicy {
-        when_deleted: Some(when_deleted.to_owned()),
+        when_deleted: Some("Retain".to_owned()),
         when_scaled: Some("Retain".to_owned()),
     }
+}
+
+/// The components whose StatefulSets have volume claims.
+const STORES: [Component; 3] = [
+    Component::AccountDatabase,
+    Component::OrderDatabase,
+    Component::Search,
+];
+
+/// Whether a volume claim is one of `marketplace`'s: in its namespace,
+/// labelled as made from one of its claim templates.
+pub fn is_claim_of(marketplace: &Marketplace, claim: &ObjectMeta) -> bool {
+    let labels = claim.labels.as_ref();
+    let label = |key: &str| {
+        labels
+            .and_then(|labels| labels.get(key))
+            .map(String::as_str)
+    };
+    claim.namespace == marketplace.namespace()
+        && label("app.kubernetes.io/managed-by") == Some(super::MANAGER)
+        && label("app.kubernetes.io/instance") == Some(marketplace.name_any().as_str())
+        && STORES
+            .iter()
+            .any(|store| label("app.kubernetes.io/component") == Some(store.as_str()))
+}
+
+/// The strategic-merge patch that makes one of `marketplace`'s volume
+/// claims owned by it as `spec.volumes.deleteWithMarketplace` says, or
+/// `None` when the claim already is. The owner reference is not a
+/// controller reference (the StatefulSet controller manages the claim) and
+/// does not block the Marketplace's deletion; the patch adds or removes
+/// only this Marketplace's reference (owner references merge by uid).
+pub fn claim_owner_patch(
+    marketplace: &Marketplace,
+    claim: &ObjectMeta,
+) -> Option<serde_json::Value> {
+    let uid = marketplace.metadata.uid.as_deref()?;
+    let owned = claim
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|owner| owner.uid == uid);
+    let wanted = marketplace.spec.volumes.delete_with_marketplace;
+    if owned == wanted {
+        return None;
+    }
+    let reference = if wanted {
+        let mut owner = owner_reference(marketplace)?;
+        owner.controller = Some(false);
+        owner.block_owner_deletion = Some(false);
+        serde_json::to_value(owner).ok()?
+    } else {
+        serde_json::json!({ "$patch": "delete", "uid": uid })
+    };
+    Some(serde_json::json!({ "metadata": { "ownerReferences": [reference] } }))
 }
 
 /// The `data` claim template. Its metadata carries the labels (so the
@@ -1247,27 +1297,109 @@ mod tests {
     }
 
     #[test]
-    fn volume_claims_are_retained_unless_the_spec_deletes_them_with_the_marketplace() {
-        let kept = default_marketplace();
+    fn deleting_a_statefulset_never_deletes_its_volume_claims() {
         let mut spec = MarketplaceSpec::default();
         spec.volumes.delete_with_marketplace = true;
-        let deleted = fixtures::marketplace(spec);
-
-        for (marketplace, when_deleted) in [(&kept, "Retain"), (&deleted, "Delete")] {
+        for marketplace in [default_marketplace(), fixtures::marketplace(spec)] {
             for statefulset in [
-                database_statefulset(marketplace, Component::AccountDatabase).unwrap(),
-                database_statefulset(marketplace, Component::OrderDatabase).unwrap(),
-                search_statefulset(marketplace).unwrap(),
+                database_statefulset(&marketplace, Component::AccountDatabase).unwrap(),
+                database_statefulset(&marketplace, Component::OrderDatabase).unwrap(),
+                search_statefulset(&marketplace).unwrap(),
             ] {
                 let policy = statefulset
                     .spec
                     .unwrap()
                     .persistent_volume_claim_retention_policy
                     .unwrap();
-                assert_eq!(policy.when_deleted.as_deref(), Some(when_deleted));
+                assert_eq!(policy.when_deleted.as_deref(), Some("Retain"));
                 assert_eq!(policy.when_scaled.as_deref(), Some("Retain"));
             }
         }
+    }
+
+    /// A claim as the StatefulSet controller makes it from a template.
+    fn claim(marketplace: &Marketplace, component: Component) -> ObjectMeta {
+        let statefulset = match component {
+            Component::Search => search_statefulset(marketplace),
+            _ => database_statefulset(marketplace, component),
+        }
+        .unwrap();
+        let mut claim = claim_template(&statefulset).metadata.clone();
+        claim.name = Some(format!("data-{}-0", statefulset.metadata.name.unwrap()));
+        claim.namespace = marketplace.namespace();
+        claim
+    }
+
+    #[test]
+    fn the_claims_of_a_marketplace_are_found_by_namespace_instance_and_store() {
+        let marketplace = default_marketplace();
+        for store in [
+            Component::AccountDatabase,
+            Component::OrderDatabase,
+            Component::Search,
+        ] {
+            assert!(is_claim_of(&marketplace, &claim(&marketplace, store)));
+        }
+        let own = claim(&marketplace, Component::OrderDatabase);
+
+        let mut elsewhere = own.clone();
+        elsewhere.namespace = Some("team-b".to_owned());
+        let mut other_instance = own.clone();
+        other_instance
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("app.kubernetes.io/instance".to_owned(), "other".to_owned());
+        let mut not_managed = own.clone();
+        not_managed
+            .labels
+            .as_mut()
+            .unwrap()
+            .remove("app.kubernetes.io/managed-by");
+        let mut not_a_store = own;
+        not_a_store
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("app.kubernetes.io/component".to_owned(), "order".to_owned());
+        for claim in [elsewhere, other_instance, not_managed, not_a_store] {
+            assert!(!is_claim_of(&marketplace, &claim), "{claim:?}");
+        }
+    }
+
+    #[test]
+    fn claims_get_the_marketplace_as_owner_only_when_it_deletes_them() {
+        let kept = default_marketplace();
+        let mut spec = MarketplaceSpec::default();
+        spec.volumes.delete_with_marketplace = true;
+        let deleted = fixtures::marketplace(spec);
+        let uid = deleted.metadata.uid.clone().unwrap();
+        let fresh = claim(&deleted, Component::AccountDatabase);
+
+        // Retained: a claim nobody owns stays so.
+        assert_eq!(claim_owner_patch(&kept, &fresh), None);
+
+        // Deleted with the Marketplace: the claim gets a non-controller
+        // owner reference, once.
+        let patch = claim_owner_patch(&deleted, &fresh).unwrap();
+        let reference = &patch["metadata"]["ownerReferences"][0];
+        assert_eq!(reference["kind"], "Marketplace");
+        assert_eq!(reference["name"], "shop");
+        assert_eq!(reference["uid"], uid.as_str());
+        assert_eq!(reference["controller"], false);
+        assert_eq!(reference["blockOwnerDeletion"], false);
+        let mut owned = fresh;
+        owned.owner_references = Some(vec![serde_json::from_value(reference.clone()).unwrap()]);
+        assert_eq!(claim_owner_patch(&deleted, &owned), None);
+
+        // Retained again: only this Marketplace's reference is removed.
+        let patch = claim_owner_patch(&kept, &owned).unwrap();
+        assert_eq!(
+            patch,
+            serde_json::json!({ "metadata": { "ownerReferences": [
+                { "$patch": "delete", "uid": uid }
+            ] } })
+        );
     }
 
     #[test]
