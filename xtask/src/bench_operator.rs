@@ -24,6 +24,11 @@ pub(crate) struct OperatorBenchArgs {
     /// (comma-separated); each round's stay while the next one runs.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 50])]
     instances: Vec<usize>,
+    /// Marketplaces created one after another, each create sent when the
+    /// previous one returned (as `kubectl apply -f` sends a file of many),
+    /// in rounds after those of `--instances` (comma-separated; 0: none).
+    #[arg(long, value_delimiter = ',', default_values_t = [50])]
+    one_by_one: Vec<usize>,
     /// Marketplaces per namespace (50 Marketplaces: 10 namespaces).
     #[arg(long, default_value_t = 5)]
     per_namespace: usize,
@@ -102,6 +107,15 @@ fn run(tools: &Tools, backends: &Backends, release: &Path, args: &OperatorBenchA
         .arg(format!("--instances={}", instances.join(",")))
         .arg(format!("--per-namespace={}", args.per_namespace))
         .arg(format!("--steady={}s", args.steady_seconds));
+    let one_by_one: Vec<String> = args
+        .one_by_one
+        .iter()
+        .filter(|&&instances| instances > 0)
+        .map(usize::to_string)
+        .collect();
+    if !one_by_one.is_empty() {
+        driver.arg(format!("--one-by-one={}", one_by_one.join(",")));
+    }
     backends.apply_env(&mut driver);
     let status = process::run_foreground(driver, "marketplace-bench operator");
 

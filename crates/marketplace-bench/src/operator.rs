@@ -63,6 +63,12 @@ pub(crate) struct OperatorArgs {
     /// (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = [1, 50])]
     instances: Vec<usize>,
+    /// Marketplaces created one after another, each create sent when the
+    /// previous one returned (as `kubectl apply -f` sends a file of many),
+    /// in further rounds after those of `--instances` (comma-separated;
+    /// none by default).
+    #[arg(long, value_delimiter = ',')]
+    one_by_one: Vec<usize>,
     /// Marketplaces per namespace; every round makes fresh namespaces.
     #[arg(long, default_value_t = 5)]
     per_namespace: usize,
@@ -81,8 +87,8 @@ const TARGET_PEAK_RSS_MIB: f64 = 50.0;
 const TARGET_RSS_INSTANCES: usize = 50;
 
 pub(crate) async fn run(args: OperatorArgs) -> Result<()> {
-    if args.per_namespace == 0 || args.instances.contains(&0) {
-        bail!("--instances and --per-namespace must be at least 1");
+    if args.per_namespace == 0 || args.instances.contains(&0) || args.one_by_one.contains(&0) {
+        bail!("--instances, --one-by-one and --per-namespace must be at least 1");
     }
     let manifest = std::fs::read_to_string(&args.spec)
         .with_context(|| format!("reading {}", args.spec.display()))?;
@@ -105,7 +111,17 @@ pub(crate) async fn run(args: OperatorArgs) -> Result<()> {
     };
     wait_leading(&operator).await?;
     make_room_for_services(&client).await?;
-    let pods = args.instances.iter().sum::<usize>() * pods_of(&template);
+    let plan: Vec<(usize, Pace)> = args
+        .instances
+        .iter()
+        .map(|&instances| (instances, Pace::AtOnce))
+        .chain(
+            args.one_by_one
+                .iter()
+                .map(|&instances| (instances, Pace::OneByOne)),
+        )
+        .collect();
+    let pods = plan.iter().map(|(instances, _)| instances).sum::<usize>() * pods_of(&template);
     make_room_for_pods(&client, pods).await?;
 
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -113,9 +129,9 @@ pub(crate) async fn run(args: OperatorArgs) -> Result<()> {
     wait_synced(&seen).await?;
 
     let mut rounds = Vec::new();
-    for (index, &instances) in args.instances.iter().enumerate() {
+    for (index, &(instances, pace)) in plan.iter().enumerate() {
         let round = run_round(
-            &client, &args, &operator, &template, &seen, index, instances,
+            &client, &args, &operator, &template, &seen, index, instances, pace,
         )
         .await?;
         round.print();
@@ -655,11 +671,13 @@ async fn run_round(
     seen: &Shared,
     index: usize,
     instances: usize,
+    pace: Pace,
 ) -> Result<Round> {
     let namespaces = make_namespaces(client, index, instances.div_ceil(args.per_namespace)).await?;
     println!(
-        "bench[operator]: round {}: creating {instances} Marketplace(s) at once in {} namespace(s)",
+        "bench[operator]: round {}: creating {instances} Marketplace(s) {} in {} namespace(s)",
         index + 1,
+        pace.describe(),
         namespaces.len()
     );
     let before = operator.counters().await?;
@@ -696,7 +714,16 @@ async fn run_round(
             })
         }
     });
-    let created: Vec<Instance> = futures::future::try_join_all(creates).await?;
+    let created: Vec<Instance> = match pace {
+        Pace::AtOnce => futures::future::try_join_all(creates).await?,
+        Pace::OneByOne => {
+            let mut created = Vec::with_capacity(instances);
+            for create in creates {
+                created.push(create.await?);
+            }
+            created
+        }
+    };
     let created_in = started.elapsed();
     let create_took: Vec<Duration> = created
         .iter()
@@ -775,6 +802,7 @@ async fn run_round(
         .collect();
     Ok(Round {
         instances,
+        pace,
         namespaces: namespaces.len(),
         children_per_instance,
         created_in,
@@ -1169,10 +1197,29 @@ fn spread(values: &[Duration]) -> [f64; 3] {
     [50.0, 99.0, 100.0].map(|p| percentile(values, p).unwrap_or_default().as_secs_f64())
 }
 
+/// How a round sends its creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    /// All at once, concurrently.
+    AtOnce,
+    /// Each when the previous one returned.
+    OneByOne,
+}
+
+impl Pace {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::AtOnce => "at once",
+            Self::OneByOne => "one after another",
+        }
+    }
+}
+
 /// What one round measured.
 #[derive(Debug)]
 struct Round {
     instances: usize,
+    pace: Pace,
     namespaces: usize,
     /// The distinct child counts of its Marketplaces (one, for copies of one spec).
     children_per_instance: BTreeSet<usize>,
@@ -1201,6 +1248,14 @@ struct Round {
 }
 
 impl Round {
+    /// `50`, or `50 one by one`.
+    fn label(&self) -> String {
+        match self.pace {
+            Pace::AtOnce => self.instances.to_string(),
+            Pace::OneByOne => format!("{} one by one", self.instances),
+        }
+    }
+
     fn times(&self, of: impl Fn(&Milestones) -> Duration) -> Vec<Duration> {
         self.milestones.iter().map(of).collect()
     }
@@ -1220,8 +1275,9 @@ impl Round {
             println!("    {label:<36} p50 {p50:>7.3} s   p99 {p99:>7.3} s   max {max:>7.3} s");
         };
         println!(
-            "bench[operator]: {} Marketplace(s) in {} namespace(s), {} children each; creates returned within {:.3} s, all Ready {:.3} s after the first create",
+            "bench[operator]: {} Marketplace(s) created {} in {} namespace(s), {} children each; creates returned within {:.3} s, all Ready {:.3} s after the first create",
             self.instances,
+            self.pace.describe(),
             self.namespaces,
             self.children_counts(),
             self.created_in.as_secs_f64(),
@@ -1298,7 +1354,7 @@ fn print_summary(rounds: &[Round], steady: Duration) {
     println!();
     println!("==> operator benchmark (times from each create's return)");
     println!(
-        "    {:>13}  {:>8}  {:>26}  {:>26}  {:>13}  {:>13}",
+        "    {:>18}  {:>8}  {:>26}  {:>26}  {:>13}  {:>13}",
         "Marketplaces",
         "children",
         "apply->children p50 / p99",
@@ -1310,8 +1366,8 @@ fn print_summary(rounds: &[Round], steady: Duration) {
         let [children_p50, children_p99, _] = spread(&round.times(|m| m.children));
         let [ready_p50, ready_p99, _] = spread(&round.times(|m| m.ready));
         println!(
-            "    {:>13}  {:>8}  {:>26}  {:>26}  {:>13}  {:>13}",
-            round.instances,
+            "    {:>18}  {:>8}  {:>26}  {:>26}  {:>13}  {:>13}",
+            round.label(),
             round.children_counts(),
             format!("{children_p50:.3} s / {children_p99:.3} s"),
             format!("{ready_p50:.3} s / {ready_p99:.3} s"),
@@ -1325,13 +1381,13 @@ fn print_summary(rounds: &[Round], steady: Duration) {
         println!(
             "      p50 apply->children under {} s at {}: {} ({children_p50:.3} s)",
             TARGET_CHILDREN_P50.as_secs(),
-            round.instances,
+            round.label(),
             verdict(children_p50 < TARGET_CHILDREN_P50.as_secs_f64()),
         );
     }
     match rounds
         .iter()
-        .find(|round| round.instances == TARGET_RSS_INSTANCES)
+        .find(|round| round.instances == TARGET_RSS_INSTANCES && round.pace == Pace::AtOnce)
     {
         Some(round) => {
             let peak = mib(round.memory.peak_kib);
