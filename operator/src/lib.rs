@@ -3,10 +3,12 @@
 
 pub mod builders;
 pub mod cache;
+pub mod config;
 pub mod crd;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
+pub mod startup;
 
 /// The generated CustomResourceDefinition, as committed under `deploy/crds/`.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
