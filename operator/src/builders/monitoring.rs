@@ -13,7 +13,9 @@
 //!   Service. They do not serve it yet: the objects built here point at
 //!   that contract so that monitoring works as soon as they do. Until then
 //!   a ServiceMonitor finds no port named `metrics` (no targets) and
-//!   annotation-based scrapes fail.
+//!   annotation-based scrapes fail. The NetworkPolicies already admit
+//!   scrapes on that port from any namespace while monitoring is on
+//!   ([`super::stores::network_policies`]).
 //! - the gateway on its one HTTP port (GraphQL, health and metrics),
 //!   `ports::GATEWAY`, named [`HTTP_PORT_NAME`].
 //!

@@ -30,7 +30,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::{Component, child_meta, child_name, labels, owner_reference, selector_labels};
-use crate::crd::{ManagedDatabase, ManagedSearch, Marketplace};
+use crate::crd::{ManagedDatabase, ManagedSearch, Marketplace, MonitoringMode};
 
 /// The PostgreSQL role every managed database is owned by.
 pub const DATABASE_USER: &str = "marketplace";
@@ -563,8 +563,10 @@ fn heap_memory(heap: &str) -> Option<Quantity> {
 ///
 /// Policies are made for the components that run (and the stores that are
 /// managed). The gateway's rule also lets Prometheus scrape its `/metrics`
-/// on that port; scraping the gRPC services' admin ports is not allowed
-/// yet: the monitoring builders add that.
+/// on that port; while monitoring is not `Disabled`, the gRPC services also
+/// admit any pod of the cluster (Prometheus runs in a namespace of its own)
+/// on their metrics port, and only on that one: never their gRPC port from
+/// outside their callers.
 pub fn network_policies(marketplace: &Marketplace) -> Vec<NetworkPolicy> {
     let spec = &marketplace.spec;
     let mut policies = vec![default_deny(marketplace)];
@@ -578,34 +580,31 @@ pub fn network_policies(marketplace: &Marketplace) -> Vec<NetworkPolicy> {
             }],
         ));
     }
-    if spec.account.enabled {
-        policies.push(allow(
-            marketplace,
+    for (enabled, component, callers, port) in [
+        (
+            spec.account.enabled,
             Component::Account,
-            vec![from(
-                marketplace,
-                &[Component::Gateway, Component::Order],
-                ACCOUNT_PORT,
-            )],
-        ));
-    }
-    if spec.catalog.enabled {
-        policies.push(allow(
-            marketplace,
+            &[Component::Gateway, Component::Order][..],
+            ACCOUNT_PORT,
+        ),
+        (
+            spec.catalog.enabled,
             Component::Catalog,
-            vec![from(
-                marketplace,
-                &[Component::Gateway, Component::Order],
-                CATALOG_PORT,
-            )],
-        ));
-    }
-    if spec.order.enabled {
-        policies.push(allow(
-            marketplace,
+            &[Component::Gateway, Component::Order][..],
+            CATALOG_PORT,
+        ),
+        (
+            spec.order.enabled,
             Component::Order,
-            vec![from(marketplace, &[Component::Gateway], ORDER_PORT)],
-        ));
+            &[Component::Gateway][..],
+            ORDER_PORT,
+        ),
+    ] {
+        if enabled {
+            let mut rules = vec![from(marketplace, callers, port)];
+            rules.extend(scrape(marketplace, component));
+            policies.push(allow(marketplace, component, rules));
+        }
     }
     for (database, service) in [
         (Component::AccountDatabase, Component::Account),
@@ -700,6 +699,24 @@ fn from(marketplace: &Marketplace, callers: &[Component], port: i32) -> NetworkP
     }
 }
 
+/// Ingress on a gRPC service's metrics port from any pod of the cluster,
+/// unless monitoring is disabled.
+fn scrape(marketplace: &Marketplace, component: Component) -> Option<NetworkPolicyIngressRule> {
+    if marketplace.spec.monitoring.mode == MonitoringMode::Disabled {
+        return None;
+    }
+    let (_, port) = super::monitoring::metrics_port(component)?;
+    Some(NetworkPolicyIngressRule {
+        from: Some(vec![NetworkPolicyPeer {
+            // An empty namespace selector: every namespace, no pods from
+            // outside the cluster.
+            namespace_selector: Some(LabelSelector::default()),
+            ..NetworkPolicyPeer::default()
+        }]),
+        ports: Some(vec![policy_port(i32::from(port))]),
+    })
+}
+
 fn policy_port(port: i32) -> NetworkPolicyPort {
     NetworkPolicyPort {
         protocol: Some("TCP".to_owned()),
@@ -708,9 +725,11 @@ fn policy_port(port: i32) -> NetworkPolicyPort {
     }
 }
 
-/// Claims are kept when the StatefulSet goes (with the Marketplace, or when
-/// its component is disabled) unless the spec asks for them to go too;
-/// scaling down always keeps them, so scaling up again finds the data.
+/// Claims are always kept when the StatefulSet goes (with the Marketplace,
+/// or when its component is disabled or its store made external); with
+/// `spec.volumes.deleteWithMarketplace` the Marketplace owns them instead
+/// ([`claim_owner_patch`]). Scaling down keeps them too, so scaling up
+/// again finds the data.
 fn retention_policy() -> StatefulSetPersistentVolumeClaimRetentionPolicy {
     StatefulSetPersistentVolumeClaimRetentionPolicy {
         when_deleted: Some("Retain".to_owned()),
@@ -1632,18 +1651,20 @@ mod tests {
                 let callers = rule.from.as_ref().map(|peers| {
                     peers
                         .iter()
-                        .map(|peer| {
-                            let labels = peer
-                                .pod_selector
-                                .as_ref()
-                                .unwrap()
-                                .match_labels
-                                .as_ref()
-                                .unwrap();
-                            assert_eq!(labels["app.kubernetes.io/instance"], "shop");
-                            assert_eq!(peer.namespace_selector, None);
-                            labels["app.kubernetes.io/component"].clone()
-                        })
+                        .map(
+                            |peer| match (&peer.namespace_selector, &peer.pod_selector) {
+                                (Some(namespaces), None) => {
+                                    assert_eq!(namespaces, &LabelSelector::default());
+                                    ANY_POD.to_owned()
+                                }
+                                (None, Some(pods)) => {
+                                    let labels = pods.match_labels.as_ref().unwrap();
+                                    assert_eq!(labels["app.kubernetes.io/instance"], "shop");
+                                    labels["app.kubernetes.io/component"].clone()
+                                }
+                                other => panic!("an unexpected peer {other:?}"),
+                            },
+                        )
                         .collect()
                 });
                 let ports = rule.ports.as_ref().unwrap();
@@ -1655,6 +1676,9 @@ mod tests {
             })
             .collect()
     }
+
+    /// A peer of every pod in every namespace.
+    const ANY_POD: &str = "any pod of the cluster";
 
     fn names(components: &[&str]) -> Option<Vec<String>> {
         Some(components.iter().map(|&name| name.to_owned()).collect())
@@ -1697,9 +1721,24 @@ mod tests {
         assert_eq!(policies.len(), 8);
         let expected = [
             ("shop-gateway", vec![(None, 8080)]),
-            ("shop-account", vec![(names(&["gateway", "order"]), 8081)]),
-            ("shop-catalog", vec![(names(&["gateway", "order"]), 8082)]),
-            ("shop-order", vec![(names(&["gateway"]), 8083)]),
+            (
+                "shop-account",
+                vec![
+                    (names(&["gateway", "order"]), 8081),
+                    (names(&[ANY_POD]), 9090),
+                ],
+            ),
+            (
+                "shop-catalog",
+                vec![
+                    (names(&["gateway", "order"]), 8082),
+                    (names(&[ANY_POD]), 9090),
+                ],
+            ),
+            (
+                "shop-order",
+                vec![(names(&["gateway"]), 8083), (names(&[ANY_POD]), 9090)],
+            ),
             ("shop-account-db", vec![(names(&["account"]), 5432)]),
             ("shop-order-db", vec![(names(&["order"]), 5432)]),
             (
@@ -1717,6 +1756,29 @@ mod tests {
             );
             assert_eq!(admitted(policy), rules, "{name}");
         }
+    }
+
+    #[test]
+    fn with_monitoring_disabled_no_service_admits_scrapes_on_its_metrics_port() {
+        let mut spec = MarketplaceSpec::default();
+        spec.monitoring.mode = MonitoringMode::Disabled;
+        let marketplace = fixtures::marketplace(spec);
+
+        let policies = network_policies(&marketplace);
+
+        for (name, port) in [
+            ("shop-account", 8081),
+            ("shop-catalog", 8082),
+            ("shop-order", 8083),
+        ] {
+            let rules = admitted(policy(&policies, name).unwrap());
+            assert_eq!(rules.len(), 1, "{name}: {rules:?}");
+            assert_eq!(rules[0].1, port, "{name}");
+        }
+        assert_eq!(
+            admitted(policy(&policies, "shop-gateway").unwrap()),
+            [(None, 8080)]
+        );
     }
 
     #[test]
