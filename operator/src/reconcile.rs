@@ -884,6 +884,10 @@ async fn own_claims(
     namespace: &str,
 ) -> Result<(), Error> {
     let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace);
+    let params = PatchParams {
+        field_manager: Some(MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
     let steps: Vec<Step<'static>> = caches
         .claims
         .state_filter(|claim| {
@@ -894,12 +898,9 @@ async fn own_claims(
         .filter_map(|claim| {
             let patch = stores::claim_owner_patch(marketplace, &claim.metadata)?;
             let name = claim.name_any();
-            let api = api.clone();
+            let (api, params) = (api.clone(), params.clone());
             let step: Step<'static> = Box::pin(async move {
-                match api
-                    .patch(&name, &PatchParams::default(), &Patch::Strategic(patch))
-                    .await
-                {
+                match api.patch(&name, &params, &Patch::Strategic(patch)).await {
                     Ok(_) => {
                         tracing::info!(name, "set the Marketplace's ownership of the volume claim");
                         Ok(())
