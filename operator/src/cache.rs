@@ -26,7 +26,10 @@
 //! `spec.volumes.deleteWithMarketplace` asks for it.
 //!
 //! ServiceMonitors are not cached: their API may appear or vanish while
-//! the operator runs; they are read from the API server when in use.
+//! the operator runs; they are read from the API server when in use. They
+//! are watched, by metadata, while the cluster serves them
+//! ([`watch_service_monitors`]), so one deleted by hand is made again at
+//! once.
 
 use std::fmt::Debug;
 
@@ -36,13 +39,16 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use std::time::Duration;
+
+use kube::api::DynamicObject;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::builders::MANAGER;
+use crate::builders::{MANAGER, monitoring};
 use crate::crd::Marketplace;
 
 /// The stores of every cached kind of child.
@@ -181,6 +187,55 @@ pub fn watch_external_secrets(
             .map(|marketplace| ObjectRef::from_obj(marketplace.as_ref()))
             .collect::<Vec<_>>()
     })
+}
+
+/// How often discovery is asked whether the cluster serves ServiceMonitors
+/// while it does not, and how long a failed ServiceMonitor watch waits
+/// before it starts over.
+const SERVICE_MONITOR_POLL: Duration = Duration::from_secs(60);
+
+/// Reconciles the owner of a ServiceMonitor the operator made when the
+/// ServiceMonitor changes or goes, so one deleted or edited by hand is put
+/// back at once rather than at the next resync. Their API may be missing,
+/// or installed and removed while the operator runs: the watch starts once
+/// discovery finds the API (asked every [`SERVICE_MONITOR_POLL`]), and
+/// when it fails (the API removed, say) it ends and all starts over.
+pub fn watch_service_monitors(
+    client: &Client,
+    controller: Controller<Marketplace>,
+) -> Controller<Marketplace> {
+    let resource = monitoring::service_monitor_resource();
+    let watches = futures::stream::unfold(
+        (client.clone(), resource.clone(), true),
+        |(client, resource, first)| async move {
+            if !first {
+                tokio::time::sleep(SERVICE_MONITOR_POLL).await;
+            }
+            while !crate::reconcile::serves_service_monitors(&client)
+                .await
+                .unwrap_or(false)
+            {
+                tokio::time::sleep(SERVICE_MONITOR_POLL).await;
+            }
+            let config = watcher::Config::default()
+                .labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
+            // An Api of PartialObjectMeta makes metadata-only requests.
+            let watch = watcher(
+                Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &resource),
+                config,
+            )
+            .take_while(|event| {
+                if let Err(error) = event {
+                    tracing::debug!("watching ServiceMonitors: {error}; starting over");
+                }
+                futures::future::ready(event.is_ok())
+            })
+            .touched_objects();
+            Some((watch, (client, resource, false)))
+        },
+    )
+    .flatten();
+    controller.owns_stream_with(watches, resource)
 }
 
 /// The names of the Secrets a Marketplace's external databases read.

@@ -44,7 +44,8 @@
 //! Services, since server-side apply removes the fields its manager no
 //! longer sets. ServiceMonitors are not cached (their API can come and go
 //! while the operator runs): they are read from the API server, and only
-//! when the API exists. `mode: ServiceMonitor` on a cluster without the API
+//! when the API exists; while it does, their changes are watched
+//! ([`crate::cache::watch_service_monitors`]). `mode: ServiceMonitor` on a cluster without the API
 //! applies everything else, then fails the reconcile with
 //! [`Error::ServiceMonitorsNotServed`] so it is retried with backoff.
 //!
@@ -252,7 +253,7 @@ impl Context {
 }
 
 /// Asks discovery whether `monitoring.coreos.com/v1` has ServiceMonitors.
-async fn serves_service_monitors(client: &Client) -> Result<bool, Error> {
+pub(crate) async fn serves_service_monitors(client: &Client) -> Result<bool, Error> {
     match client
         .list_api_group_resources(SERVICE_MONITOR_API_VERSION)
         .await

@@ -14,10 +14,12 @@
 
 mod common;
 
-use common::{CONVERGE, Operator, get, install};
+use std::time::Duration;
+
+use common::{CONVERGE, Operator, get, install, wait_ready};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, CustomResourceExt};
 use marketplace_operator::builders::monitoring::{
     self, SCRAPE_CONFIG_KEY, service_monitor_resource,
@@ -198,6 +200,7 @@ async fn service_monitor_mode_makes_a_service_monitor_that_follows_the_spec_and_
         get(&service_monitors, "shop-metrics")
     })
     .await;
+    let first_uid = monitor.metadata.uid.clone();
     let labels = monitor.metadata.labels.clone().unwrap();
     assert_eq!(labels["app.kubernetes.io/instance"], "shop");
     assert_eq!(
@@ -222,6 +225,24 @@ async fn service_monitor_mode_makes_a_service_monitor_that_follows_the_spec_and_
     })
     .await;
     assert!(services_annotated(&services, false).await);
+
+    wait_ready(&namespace, "shop").await;
+    // Deleted by hand, it is made again at once: its deletion is watched
+    // (a converged Marketplace has nothing else to reconcile it for until
+    // the five-minute resync).
+    service_monitors
+        .delete("shop-metrics", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "the ServiceMonitor deleted by hand to be made again",
+        Duration::from_secs(15),
+        || async {
+            let monitor = get(&service_monitors, "shop-metrics").await?;
+            (monitor.metadata.uid != first_uid).then_some(())
+        },
+    )
+    .await;
 
     // A change of the spec reaches the ServiceMonitor.
     set_monitoring(
