@@ -91,7 +91,11 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
 
     let (mut stop_wait, mut leading_wait) = (stop.clone(), leading.clone());
     let lost = tokio::select! {
-        _ = leading_wait.wait_for(|leading| *leading) => {
+        leading_now = leading_wait.wait_for(|leading| *leading) => {
+            // The answer holds a read lock of the watch channel: kept while
+            // the controller runs, it would block the campaign's write when
+            // the Lease is lost, and with it the runtime.
+            drop(leading_now);
             tracing::info!("leading: starting the Marketplace controller");
             run_controller(
                 client,

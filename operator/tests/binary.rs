@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::{Operator, install_crd};
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Api;
 use kube::api::PostParams;
 use marketplace_operator::crd::{Marketplace, MarketplaceSpec};
@@ -140,4 +141,43 @@ async fn a_leader_stopped_gracefully_releases_the_lease_at_once() {
         (holder != first_holder && follower.leading()?).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_leader_whose_lease_is_taken_over_stops_and_exits_with_an_error() {
+    let Some(namespace) = kubernetes::namespace().await else {
+        return;
+    };
+    install_crd(namespace.client()).await;
+    let mut leader = Operator::start_with_metrics_on(&namespace, free_address());
+    let leases = namespace.api::<Lease>();
+    eventually("the replica to lead", TAKEOVER, || async {
+        leader.leading()?.then_some(())
+    })
+    .await;
+
+    // Another replica takes the Lease over, as one would after this
+    // replica failed to renew it in time.
+    let mut lease = leases.get(LEASE_NAME).await.unwrap();
+    let spec = lease.spec.as_mut().unwrap();
+    spec.holder_identity = Some("another-replica".to_owned());
+    spec.renew_time = Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
+    spec.lease_duration_seconds = Some(3600);
+    leases
+        .replace(LEASE_NAME, &PostParams::default(), &lease)
+        .await
+        .unwrap();
+
+    // Its next renewal (within 5 s) finds the Lease gone; it stops its
+    // controller and exits with an error, to be restarted clean.
+    let status = leader
+        .exited_within(Duration::from_secs(30))
+        .expect("the replica kept running after losing its Lease");
+    assert!(!status.success(), "it exited with {status}");
+    let log = leader.log();
+    assert!(log.contains("lost the leader Lease"), "{log}");
+    assert!(
+        log.contains("stopping the controller: the leader Lease is lost"),
+        "{log}"
+    );
 }
