@@ -735,10 +735,11 @@ async fn run_round(
     // was seen.
     let mut at_children: Option<(ApiServerWrites, Counters)> = None;
     let milestones = loop {
-        let all_children = created
-            .iter()
-            .all(|instance| instance.has_children(&lock(seen)));
-        if all_children && at_children.is_none() {
+        let all_children = at_children.is_none() && {
+            let seen = lock(seen);
+            created.iter().all(|instance| instance.has_children(&seen))
+        };
+        if all_children {
             at_children = Some((
                 ApiServerWrites::scrape(client).await?,
                 operator.counters().await?,
