@@ -2,7 +2,8 @@
 //! against the kwok cluster of the test backends, driven by
 //! `marketplace-bench operator`, which creates the example Marketplace 1 and
 //! then 50 times and prints the time to children and to Ready, the
-//! operator's peak memory and its API writes once converged.
+//! operator's peak memory and its API writes once converged; then, as a
+//! ceiling, applies the children of 50 paused Marketplaces itself.
 
 use std::path::Path;
 use std::process::Command;
@@ -29,6 +30,15 @@ pub(crate) struct OperatorBenchArgs {
     /// in rounds after those of `--instances` (comma-separated; 0: none).
     #[arg(long, value_delimiter = ',', default_values_t = [50])]
     one_by_one: Vec<usize>,
+    /// Ceiling rounds, after all others: this many paused Marketplaces whose
+    /// children the driver applies itself, with no operator in between, to
+    /// time what the API server alone allows (comma-separated; 0: none).
+    #[arg(long, value_delimiter = ',', default_values_t = [50])]
+    ceiling: Vec<usize>,
+    /// How many applies a ceiling round keeps in flight (the operator keeps
+    /// up to 16 per Marketplace, 2 Marketplaces at once).
+    #[arg(long, default_value_t = 32)]
+    ceiling_in_flight: usize,
     /// Marketplaces per namespace (50 Marketplaces: 10 namespaces).
     #[arg(long, default_value_t = 5)]
     per_namespace: usize,
@@ -115,6 +125,17 @@ fn run(tools: &Tools, backends: &Backends, release: &Path, args: &OperatorBenchA
         .collect();
     if !one_by_one.is_empty() {
         driver.arg(format!("--one-by-one={}", one_by_one.join(",")));
+    }
+    let ceiling: Vec<String> = args
+        .ceiling
+        .iter()
+        .filter(|&&instances| instances > 0)
+        .map(usize::to_string)
+        .collect();
+    if !ceiling.is_empty() {
+        driver
+            .arg(format!("--ceiling={}", ceiling.join(",")))
+            .arg(format!("--ceiling-in-flight={}", args.ceiling_in_flight));
     }
     backends.apply_env(&mut driver);
     let status = process::run_foreground(driver, "marketplace-bench operator");

@@ -19,6 +19,9 @@
 //! after a quiet window, and its peak resident memory (VmHWM) is read from
 //! `/proc`. The Marketplaces of a round stay while the next one runs, so
 //! the operator of the last round also keeps the earlier ones converged.
+//!
+//! Ceiling rounds (`--ceiling`, see [`ceiling`]) come last: the driver
+//! applies the children itself, timing what the API server alone allows.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
@@ -33,11 +36,13 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Namespace, Node, NodeStatus, Secret, Service, ServiceAccount,
+    ConfigMap, Namespace, Node, NodeStatus, Pod, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{NetworkPolicy, ServiceCIDR, ServiceCIDRSpec};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{ObjectMeta, PartialObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{
+    ApiResource, DynamicObject, ObjectMeta, PartialObjectMeta, Patch, PatchParams, PostParams,
+};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -47,6 +52,8 @@ use marketplace_operator::crd::Marketplace;
 use marketplace_operator::reconcile::workload_ready;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod ceiling;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct OperatorArgs {
@@ -69,6 +76,14 @@ pub(crate) struct OperatorArgs {
     /// none by default).
     #[arg(long, value_delimiter = ',')]
     one_by_one: Vec<usize>,
+    /// Ceiling rounds, after all others: this many paused Marketplaces
+    /// whose children the driver applies itself, timing the API server
+    /// alone (comma-separated; none by default).
+    #[arg(long, value_delimiter = ',')]
+    ceiling: Vec<usize>,
+    /// How many applies a ceiling round keeps in flight.
+    #[arg(long, default_value_t = 32)]
+    ceiling_in_flight: usize,
     /// Marketplaces per namespace; every round makes fresh namespaces.
     #[arg(long, default_value_t = 5)]
     per_namespace: usize,
@@ -87,8 +102,12 @@ const TARGET_PEAK_RSS_MIB: f64 = 50.0;
 const TARGET_RSS_INSTANCES: usize = 50;
 
 pub(crate) async fn run(args: OperatorArgs) -> Result<()> {
-    if args.per_namespace == 0 || args.instances.contains(&0) || args.one_by_one.contains(&0) {
-        bail!("--instances, --one-by-one and --per-namespace must be at least 1");
+    if args.per_namespace == 0
+        || args.instances.contains(&0)
+        || args.one_by_one.contains(&0)
+        || args.ceiling.contains(&0)
+    {
+        bail!("--instances, --one-by-one, --ceiling and --per-namespace must be at least 1");
     }
     let manifest = std::fs::read_to_string(&args.spec)
         .with_context(|| format!("reading {}", args.spec.display()))?;
@@ -121,7 +140,9 @@ pub(crate) async fn run(args: OperatorArgs) -> Result<()> {
                 .map(|&instances| (instances, Pace::OneByOne)),
         )
         .collect();
-    let pods = plan.iter().map(|(instances, _)| instances).sum::<usize>() * pods_of(&template);
+    let pods = (plan.iter().map(|(instances, _)| instances).sum::<usize>()
+        + args.ceiling.iter().sum::<usize>())
+        * pods_of(&template);
     make_room_for_pods(&client, pods).await?;
 
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -137,7 +158,25 @@ pub(crate) async fn run(args: OperatorArgs) -> Result<()> {
         round.print();
         rounds.push(round);
     }
-    print_summary(&rounds, args.steady);
+    let mut ceilings = Vec::new();
+    for (offset, &instances) in args.ceiling.iter().enumerate() {
+        let index = plan.len() + offset;
+        let namespaces =
+            make_namespaces(&client, index, instances.div_ceil(args.per_namespace)).await?;
+        let ceiling = ceiling::run(
+            &client,
+            &template,
+            &namespaces,
+            instances,
+            args.per_namespace,
+            args.ceiling_in_flight,
+            operator.pid,
+        )
+        .await?;
+        ceiling.print();
+        ceilings.push(ceiling);
+    }
+    print_summary(&rounds, &ceilings, args.steady);
     Ok(())
 }
 
@@ -476,7 +515,7 @@ fn pod_capacity(node: &Node) -> usize {
 }
 
 /// Adds fake nodes like the cluster's first one until the nodes take
-/// `pods` with a tenth to spare. The test cluster has two kwok nodes of 110
+/// `pods` more than they run already, with a tenth to spare. The test cluster has two kwok nodes of 110
 /// pods each, and 50 Marketplaces run about 400 pods; without room the
 /// scheduler leaves the rest Pending ("Too many pods"). kwok plays the
 /// kubelet of every node (`--manage-all-nodes`), so a Node object is all a
@@ -489,7 +528,14 @@ async fn make_room_for_pods(client: &Client, pods: usize) -> Result<()> {
         .context("listing nodes")?
         .items;
     let capacity: usize = existing.iter().map(pod_capacity).sum();
-    let wanted = pods + pods / 10;
+    // A cluster that earlier runs used keeps their pods.
+    let running = Api::<PartialObjectMeta<Pod>>::all(client.clone())
+        .list_metadata(&Default::default())
+        .await
+        .context("listing pods")?
+        .items
+        .len();
+    let wanted = running + pods + pods / 10;
     if capacity >= wanted {
         return Ok(());
     }
@@ -500,7 +546,7 @@ async fn make_room_for_pods(client: &Client, pods: usize) -> Result<()> {
     let per_node = pod_capacity(model);
     let added = (wanted - capacity).div_ceil(per_node);
     let mut names = Vec::new();
-    for n in 0..added {
+    for n in existing.len()..existing.len() + added {
         let name = format!("marketplace-bench-{n}");
         let mut labels = model.metadata.labels.clone().unwrap_or_default();
         labels.insert("kubernetes.io/hostname".to_owned(), name.clone());
@@ -561,26 +607,81 @@ async fn make_room_for_pods(client: &Client, pods: usize) -> Result<()> {
 
 /// The `(kind, name)` of every child the operator makes for `marketplace`
 /// on a cluster without ServiceMonitors, from the operator's own builders.
-fn expected_children(marketplace: &Marketplace) -> BTreeSet<(&'static str, String)> {
-    fn named<K: k8s_openapi::Resource + Resource>(object: K) -> (&'static str, String) {
-        (<K as k8s_openapi::Resource>::KIND, object.name_any())
+/// One child the operator's builders make for a Marketplace, typed away.
+#[derive(Debug)]
+struct ChildObject {
+    kind: &'static str,
+    resource: ApiResource,
+    object: DynamicObject,
+}
+
+/// The children the operator's own builders make for `marketplace`
+/// (without ServiceMonitors, which the benchmark's cluster does not serve),
+/// in the order of its two apply waves: what the pods use, then the
+/// workloads. `password` goes into the database Secrets.
+fn children_of(marketplace: &Marketplace, password: &str) -> Result<Vec<ChildObject>> {
+    fn push<K>(children: &mut Vec<ChildObject>, object: Option<K>) -> Result<()>
+    where
+        K: k8s_openapi::Resource + Resource<DynamicType = ()> + serde::Serialize,
+    {
+        let Some(object) = object else {
+            return Ok(());
+        };
+        let kind = <K as k8s_openapi::Resource>::KIND;
+        let object = serde_json::from_value(serde_json::to_value(&object)?)
+            .with_context(|| format!("a {kind} as a dynamic object"))?;
+        children.push(ChildObject {
+            kind,
+            resource: ApiResource::erase::<K>(&()),
+            object,
+        });
+        Ok(())
     }
-    let mut children = BTreeSet::new();
+    let mut children = Vec::new();
     for component in Component::ALL {
-        children.extend(services::deployment(marketplace, component).map(named));
-        children.extend(services::service(marketplace, component).map(named));
-        children.extend(services::pod_disruption_budget(marketplace, component).map(named));
-        // The password does not change the Secret's name.
-        children.extend(stores::database_secret(marketplace, component, "").map(named));
-        children.extend(stores::database_service(marketplace, component).map(named));
-        children.extend(stores::database_statefulset(marketplace, component).map(named));
+        push(
+            &mut children,
+            stores::database_secret(marketplace, component, password),
+        )?;
+        push(&mut children, services::service(marketplace, component))?;
+        push(
+            &mut children,
+            stores::database_service(marketplace, component),
+        )?;
+        push(
+            &mut children,
+            services::pod_disruption_budget(marketplace, component),
+        )?;
     }
-    children.extend(stores::search_service(marketplace).map(named));
-    children.extend(stores::search_headless_service(marketplace).map(named));
-    children.extend(stores::search_statefulset(marketplace).map(named));
-    children.extend(stores::network_policies(marketplace).into_iter().map(named));
-    children.extend(monitoring::scrape_config_map(marketplace, false).map(named));
-    children
+    push(&mut children, stores::search_service(marketplace))?;
+    push(&mut children, stores::search_headless_service(marketplace))?;
+    for policy in stores::network_policies(marketplace) {
+        push(&mut children, Some(policy))?;
+    }
+    push(
+        &mut children,
+        monitoring::scrape_config_map(marketplace, false),
+    )?;
+    for component in Component::ALL {
+        push(
+            &mut children,
+            stores::database_statefulset(marketplace, component),
+        )?;
+    }
+    push(&mut children, stores::search_statefulset(marketplace))?;
+    for component in Component::ALL {
+        push(&mut children, services::deployment(marketplace, component))?;
+    }
+    Ok(children)
+}
+
+/// The kind and name of each child the operator makes for `marketplace`.
+fn expected_children(marketplace: &Marketplace) -> Result<BTreeSet<(&'static str, String)>> {
+    // The password does not change the Secret's name.
+    Ok(children_of(marketplace, "")?
+        .into_iter()
+        .map(|child| (child.kind, child.object.name_any()))
+        .collect())
 }
 
 fn is_workload(kind: &str) -> bool {
@@ -706,7 +807,7 @@ async fn run_round(
             let returned = Instant::now();
             // Built from the object as created, with the API server's defaults.
             anyhow::Ok(Instance {
-                children: expected_children(&created),
+                children: expected_children(&created)?,
                 namespace,
                 name,
                 created: returned,
@@ -1351,7 +1452,7 @@ impl Round {
     }
 }
 
-fn print_summary(rounds: &[Round], steady: Duration) {
+fn print_summary(rounds: &[Round], ceilings: &[ceiling::Ceiling], steady: Duration) {
     println!();
     println!("==> operator benchmark (times from each create's return)");
     println!(
@@ -1376,6 +1477,16 @@ fn print_summary(rounds: &[Round], steady: Duration) {
             round.steady.total_writes(),
         );
     }
+    for ceiling in ceilings {
+        let [p50, p99, _] = spread(&ceiling.to_children);
+        println!(
+            "    {:>18}  {:>8}  {:>26}  (the API server alone: the driver's own applies, {} in flight)",
+            format!("{} ceiling", ceiling.instances),
+            ceiling.applies / ceiling.instances.max(1),
+            format!("{p50:.3} s / {p99:.3} s"),
+            ceiling.in_flight,
+        );
+    }
     println!("    targets:");
     for round in rounds {
         let [children_p50, ..] = spread(&round.times(|m| m.children));
@@ -1384,6 +1495,18 @@ fn print_summary(rounds: &[Round], steady: Duration) {
             TARGET_CHILDREN_P50.as_secs(),
             round.label(),
             verdict(children_p50 < TARGET_CHILDREN_P50.as_secs_f64()),
+        );
+    }
+    for ceiling in ceilings {
+        println!(
+            "      (the API server's own ceiling at {}: p50 {:.3} s, {} the target)",
+            ceiling.instances,
+            ceiling.p50(),
+            if ceiling.p50() < TARGET_CHILDREN_P50.as_secs_f64() {
+                "within"
+            } else {
+                "already over"
+            }
         );
     }
     match rounds
@@ -1514,12 +1637,44 @@ apiserver_request_duration_seconds_count{verb="POST"} 99
     }
 
     #[test]
+    fn the_ceilings_children_are_typed_like_the_operators_and_put_the_workloads_last() {
+        let manifest = include_str!("../../../examples/marketplace.yaml");
+        let mut marketplace: Marketplace = serde_yaml::from_str(manifest).unwrap();
+        marketplace.metadata.namespace = Some("team-a".to_owned());
+
+        let children = children_of(&marketplace, "secret").unwrap();
+
+        for child in &children {
+            let types = child.object.types.as_ref().unwrap();
+            assert_eq!(types.kind, child.kind);
+            assert_eq!(types.kind, child.resource.kind);
+            assert_eq!(types.api_version, child.resource.api_version);
+            assert_eq!(child.object.namespace().as_deref(), Some("team-a"));
+        }
+        let first_workload = children
+            .iter()
+            .position(|child| is_workload(child.kind))
+            .unwrap();
+        assert!(
+            children[first_workload..]
+                .iter()
+                .all(|child| is_workload(child.kind)),
+            "{:?}",
+            children.iter().map(|child| child.kind).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            children.len(),
+            expected_children(&marketplace).unwrap().len()
+        );
+    }
+
+    #[test]
     fn the_expected_children_of_the_example_are_its_workloads_services_secrets_and_policies() {
         let manifest = include_str!("../../../examples/marketplace.yaml");
         let mut marketplace: Marketplace = serde_yaml::from_str(manifest).unwrap();
         marketplace.metadata.namespace = Some("team-a".to_owned());
 
-        let children = expected_children(&marketplace);
+        let children = expected_children(&marketplace).unwrap();
 
         for (kind, name) in [
             ("Deployment", "shop-account"),
