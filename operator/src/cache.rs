@@ -25,13 +25,16 @@
 //! the Marketplace named by their instance label, which adopts them when
 //! `spec.volumes.deleteWithMarketplace` asks for it.
 //!
-//! ServiceMonitors are not cached: their API may appear or vanish while
-//! the operator runs; they are read from the API server when in use. They
-//! are watched, by metadata, while the cluster serves them
-//! ([`watch_service_monitors`]), so one deleted by hand is made again at
-//! once.
+//! ServiceMonitors' API may appear or vanish while the operator runs, so
+//! their metadata is watched only while the cluster serves them
+//! ([`watch_service_monitors`]), and their cache
+//! ([`ServiceMonitorCache`]) answers only while that watch is in sync;
+//! otherwise the reconciler reads them from the API server. A change to
+//! one (deleted by hand, say) reconciles its Marketplace at once.
 
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -41,7 +44,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use std::time::Duration;
 
-use kube::api::DynamicObject;
+use kube::api::{ApiResource, DynamicObject};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -65,6 +68,7 @@ pub struct Caches {
     pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
     pub pod_disruption_budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
     pub claims: Store<PartialObjectMeta<PersistentVolumeClaim>>,
+    pub service_monitors: ServiceMonitorCache,
 }
 
 impl Debug for Caches {
@@ -78,6 +82,7 @@ impl Debug for Caches {
             .field("network_policies", &self.network_policies.len())
             .field("pod_disruption_budgets", &self.pod_disruption_budgets.len())
             .field("claims", &self.claims.len())
+            .field("service_monitors", &self.service_monitors)
             .finish()
     }
 }
@@ -85,6 +90,8 @@ impl Debug for Caches {
 impl Caches {
     /// Watches every kind of child for `controller`: each watch both fills
     /// its store and triggers the owning Marketplace's reconcile.
+    /// ServiceMonitors are watched while the cluster serves them
+    /// ([`watch_service_monitors`]).
     pub fn watch(
         client: &Client,
         controller: Controller<Marketplace>,
@@ -109,6 +116,7 @@ impl Caches {
             let instance = claim.labels().get("app.kubernetes.io/instance")?;
             Some(ObjectRef::new(instance).within(claim.metadata.namespace.as_deref()?))
         });
+        let (controller, service_monitors) = watch_service_monitors(client, controller);
         // `Store::wait_until_ready` wakes only the last of several tasks
         // waiting on it at once (it polls a oneshot receiver, which keeps one
         // waker), and reconciles of many Marketplaces wait at once when the
@@ -125,6 +133,7 @@ impl Caches {
             network_policies,
             pod_disruption_budgets,
             claims,
+            service_monitors,
         };
         let stores = caches.clone();
         tokio::spawn(async move {
@@ -194,48 +203,134 @@ pub fn watch_external_secrets(
 /// before it starts over.
 const SERVICE_MONITOR_POLL: Duration = Duration::from_secs(60);
 
-/// Reconciles the owner of a ServiceMonitor the operator made when the
-/// ServiceMonitor changes or goes, so one deleted or edited by hand is put
-/// back at once rather than at the next resync. Their API may be missing,
-/// or installed and removed while the operator runs: the watch starts once
-/// discovery finds the API (asked every [`SERVICE_MONITOR_POLL`]), and
-/// when it fails (the API removed, say) it ends and all starts over.
+/// The metadata of the ServiceMonitors the operator made, as last seen by
+/// their watch, which runs only while the cluster serves them. It answers
+/// only while that watch is in sync: from its first complete list until it
+/// fails (the API removed, say) and starts over.
+#[derive(Clone)]
+pub struct ServiceMonitorCache {
+    resource: ApiResource,
+    store: Store<PartialObjectMeta<DynamicObject>>,
+    synced: Arc<AtomicBool>,
+}
+
+impl Debug for ServiceMonitorCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceMonitorCache")
+            .field("len", &self.store.len())
+            .field("synced", &self.synced.load(Ordering::Acquire))
+            .finish()
+    }
+}
+
+impl ServiceMonitorCache {
+    /// The ServiceMonitor `name` in `namespace`: `Some(None)` when the
+    /// cache knows there is none, `None` when the cache is not in sync.
+    #[allow(clippy::option_option)]
+    pub fn get(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Option<Arc<PartialObjectMeta<DynamicObject>>>> {
+        self.in_sync().then(|| {
+            self.store
+                .get(&ObjectRef::new_with(name, self.resource.clone()).within(namespace))
+        })
+    }
+
+    /// The ServiceMonitors in `namespace` whose labels include all of
+    /// `labels`; `None` when the cache is not in sync.
+    pub fn matching(
+        &self,
+        namespace: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Option<Vec<Arc<PartialObjectMeta<DynamicObject>>>> {
+        self.in_sync().then(|| {
+            self.store.state_filter(|monitor| {
+                monitor.metadata.namespace.as_deref() == Some(namespace)
+                    && labels
+                        .iter()
+                        .all(|(key, value)| monitor.labels().get(key) == Some(value))
+            })
+        })
+    }
+
+    fn in_sync(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+}
+
+/// Watches the metadata of the ServiceMonitors the operator made while the
+/// cluster serves them, keeping [`ServiceMonitorCache`] and reconciling
+/// the owner of one that changes or goes, so one deleted or edited by hand
+/// is put back at once rather than at the next resync. The watch starts
+/// once discovery finds the API (asked every [`SERVICE_MONITOR_POLL`]);
+/// when it fails (the API removed, say) the cache stops answering, the
+/// watch ends and all starts over.
 pub fn watch_service_monitors(
     client: &Client,
     controller: Controller<Marketplace>,
-) -> Controller<Marketplace> {
+) -> (Controller<Marketplace>, ServiceMonitorCache) {
     let resource = monitoring::service_monitor_resource();
+    let writer =
+        reflector::store::Writer::<PartialObjectMeta<DynamicObject>>::new(resource.clone());
+    let cache = ServiceMonitorCache {
+        resource: resource.clone(),
+        store: writer.as_reader(),
+        synced: Arc::new(AtomicBool::new(false)),
+    };
+    // Each watch in turn fills the one store (a relist replaces its
+    // contents at `InitDone`).
+    let writer = Arc::new(Mutex::new(writer));
+    let synced = Arc::clone(&cache.synced);
     let watches = futures::stream::unfold(
         (client.clone(), resource.clone(), true),
-        |(client, resource, first)| async move {
-            if !first {
-                tokio::time::sleep(SERVICE_MONITOR_POLL).await;
-            }
-            while !crate::reconcile::serves_service_monitors(&client)
-                .await
-                .unwrap_or(false)
-            {
-                tokio::time::sleep(SERVICE_MONITOR_POLL).await;
-            }
-            let config = watcher::Config::default()
-                .labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
-            // An Api of PartialObjectMeta makes metadata-only requests.
-            let watch = watcher(
-                Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &resource),
-                config,
-            )
-            .take_while(|event| {
-                if let Err(error) = event {
-                    tracing::debug!("watching ServiceMonitors: {error}; starting over");
+        move |(client, resource, first)| {
+            let writer = Arc::clone(&writer);
+            let synced = Arc::clone(&synced);
+            async move {
+                if !first {
+                    tokio::time::sleep(SERVICE_MONITOR_POLL).await;
                 }
-                futures::future::ready(event.is_ok())
-            })
-            .touched_objects();
-            Some((watch, (client, resource, false)))
+                while !crate::reconcile::serves_service_monitors(&client)
+                    .await
+                    .unwrap_or(false)
+                {
+                    tokio::time::sleep(SERVICE_MONITOR_POLL).await;
+                }
+                let config = watcher::Config::default()
+                    .labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
+                let failed = Arc::clone(&synced);
+                // An Api of PartialObjectMeta makes metadata-only requests.
+                let watch = watcher(
+                    Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &resource),
+                    config,
+                )
+                .take_while(move |event| {
+                    if let Err(error) = event {
+                        failed.store(false, Ordering::Release);
+                        tracing::debug!("watching ServiceMonitors: {error}; starting over");
+                    }
+                    futures::future::ready(event.is_ok())
+                })
+                .inspect(move |event| {
+                    if let Ok(event) = event {
+                        writer
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .apply_watcher_event(event);
+                        if matches!(event, watcher::Event::InitDone) {
+                            synced.store(true, Ordering::Release);
+                        }
+                    }
+                })
+                .touched_objects();
+                Some((watch, (client, resource, false)))
+            }
         },
     )
     .flatten();
-    controller.owns_stream_with(watches, resource)
+    (controller.owns_stream_with(watches, resource), cache)
 }
 
 /// The names of the Secrets a Marketplace's external databases read.

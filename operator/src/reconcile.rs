@@ -42,11 +42,11 @@
 //! see the builder), plus the scrape ConfigMap. Switching modes deletes the
 //! other mode's objects; the annotations go with the next apply of the
 //! Services, since server-side apply removes the fields its manager no
-//! longer sets. ServiceMonitors are not cached (their API can come and go
-//! while the operator runs): they are read from the API server, and only
-//! when the API exists; while it does, their changes are watched
-//! ([`crate::cache::watch_service_monitors`]). `mode: ServiceMonitor` on a cluster without the API
-//! applies everything else, then fails the reconcile with
+//! longer sets. ServiceMonitors are read only when their API exists (it can
+//! come and go while the operator runs): from their cache while its watch
+//! is in sync ([`crate::cache::ServiceMonitorCache`]), else from the API
+//! server. `mode: ServiceMonitor` on a cluster without the API applies
+//! everything else, then fails the reconcile with
 //! [`Error::ServiceMonitorsNotServed`] so it is retried with backoff.
 //!
 //! # No writes when nothing changed
@@ -612,22 +612,21 @@ impl Desired {
                 let api = api.clone();
                 let step: Step<'_> = Box::pin(async move {
                     let name = object.name_any();
-                    let live = api
-                        .get_metadata_opt(&name)
-                        .await
-                        .map_err(|source| Error::Kube {
-                            action: "reading",
-                            kind: "ServiceMonitor",
-                            name: name.clone(),
-                            source,
-                        })?;
-                    apply(
-                        &api,
-                        "ServiceMonitor",
-                        object,
-                        live.as_ref().map(|live| &live.metadata),
-                    )
-                    .await
+                    let live = match caches.service_monitors.get(namespace, &name) {
+                        Some(cached) => cached.map(|live| live.metadata.clone()),
+                        // The cache is not in sync: ask the API server.
+                        None => api
+                            .get_metadata_opt(&name)
+                            .await
+                            .map_err(|source| Error::Kube {
+                                action: "reading",
+                                kind: "ServiceMonitor",
+                                name: name.clone(),
+                                source,
+                            })?
+                            .map(|live| live.metadata),
+                    };
+                    apply(&api, "ServiceMonitor", object, live.as_ref()).await
                 });
                 step
             }));
@@ -704,6 +703,7 @@ impl Desired {
             delete_unwanted_service_monitors(
                 marketplace,
                 client,
+                caches,
                 namespace,
                 &self.service_monitors,
             )
@@ -922,29 +922,48 @@ async fn own_claims(
     concurrently(steps).await
 }
 
-/// Deletes the ServiceMonitors of `marketplace` (found by label, from the
-/// API server) that are not in `desired`.
+/// Deletes the ServiceMonitors of `marketplace` (found by label, in the
+/// cache while it is in sync, else from the API server) that are not in
+/// `desired`.
 async fn delete_unwanted_service_monitors(
     marketplace: &Marketplace,
     client: &Client,
+    caches: &Caches,
     namespace: &str,
     desired: &[DynamicObject],
 ) -> Result<(), Error> {
     let api = service_monitors(client, namespace);
     let wanted: BTreeSet<String> = desired.iter().map(ResourceExt::name_any).collect();
-    let selector = builders::instance_selector(marketplace);
-    let live = api
-        .list_metadata(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|source| Error::Kube {
-            action: "listing",
-            kind: "ServiceMonitor",
-            name: selector.clone(),
-            source,
-        })?;
-    for object in live {
-        let name = object.name_any();
-        if !wanted.contains(&name) && object.metadata.deletion_timestamp.is_none() {
+    let labels = BTreeMap::from([
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            MANAGER.to_owned(),
+        ),
+        (
+            "app.kubernetes.io/instance".to_owned(),
+            marketplace.name_any(),
+        ),
+    ]);
+    let live: Vec<ObjectMeta> = match caches.service_monitors.matching(namespace, &labels) {
+        Some(cached) => cached.iter().map(|live| live.metadata.clone()).collect(),
+        None => {
+            let selector = builders::instance_selector(marketplace);
+            api.list_metadata(&ListParams::default().labels(&selector))
+                .await
+                .map_err(|source| Error::Kube {
+                    action: "listing",
+                    kind: "ServiceMonitor",
+                    name: selector.clone(),
+                    source,
+                })?
+                .into_iter()
+                .map(|live| live.metadata)
+                .collect()
+        }
+    };
+    for meta in live {
+        let name = meta.name.unwrap_or_default();
+        if !wanted.contains(&name) && meta.deletion_timestamp.is_none() {
             delete(&api, "ServiceMonitor", name).await?;
         }
     }

@@ -189,7 +189,6 @@ async fn run_controller(
     // them from the caches instead of the API server.
     let (controller, caches) = Caches::watch(&client, controller);
     let controller = cache::watch_external_secrets(&client, controller);
-    let controller = cache::watch_service_monitors(&client, controller);
     let recorder = Recorder::new(
         client.clone(),
         Reporter {

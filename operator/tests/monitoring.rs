@@ -17,10 +17,11 @@ mod common;
 use std::time::Duration;
 
 use common::{CONVERGE, Operator, get, install, wait_ready};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-use kube::{Api, CustomResourceExt};
+use kube::{Api, Client, CustomResourceExt};
 use marketplace_operator::builders::monitoring::{
     self, SCRAPE_CONFIG_KEY, service_monitor_resource,
 };
@@ -37,6 +38,22 @@ const SCRAPED: [(&str, &str); 4] = [
     ("shop-order", "9090"),
     ("shop-gateway", "8080"),
 ];
+
+/// How many GETs of a single ServiceMonitor the API server has served
+/// (`apiserver_request_total`, every response code).
+async fn service_monitor_gets(client: Client) -> u64 {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let metrics = client.request_text(request).await.unwrap();
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("apiserver_request_total{")
+                && line.contains("resource=\"servicemonitors\"")
+                && line.contains("verb=\"GET\"")
+        })
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
 
 /// A minimal stand-in for the Prometheus Operator's ServiceMonitor CRD:
 /// the group, version and kind, and any content.
@@ -227,6 +244,33 @@ async fn service_monitor_mode_makes_a_service_monitor_that_follows_the_spec_and_
     assert!(services_annotated(&services, false).await);
 
     wait_ready(&namespace, "shop").await;
+    // Converged, it is reconciled from the caches, its ServiceMonitor's
+    // too: a Deployment deleted by hand is made again by a reconcile whose
+    // first wave (the ServiceMonitor's among them) is done before its
+    // workloads are applied, and nothing in this cluster but the operator
+    // reading without its cache GETs a ServiceMonitor.
+    let gets_before = service_monitor_gets(namespace.client()).await;
+    let deployments = namespace.api::<Deployment>();
+    let first_deployment = get(&deployments, "shop-catalog").await.unwrap();
+    deployments
+        .delete("shop-catalog", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "the Deployment deleted by hand to be made again",
+        CONVERGE,
+        || async {
+            let deployment = get(&deployments, "shop-catalog").await?;
+            (deployment.metadata.uid != first_deployment.metadata.uid).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        service_monitor_gets(namespace.client()).await,
+        gets_before,
+        "the reconcile read the ServiceMonitor from the API server, not its cache"
+    );
+
     // Deleted by hand, it is made again at once: its deletion is watched
     // (a converged Marketplace has nothing else to reconcile it for until
     // the five-minute resync).
