@@ -117,24 +117,12 @@ fn run(tools: &Tools, backends: &Backends, release: &Path, args: &OperatorBenchA
         .arg(format!("--instances={}", instances.join(",")))
         .arg(format!("--per-namespace={}", args.per_namespace))
         .arg(format!("--steady={}s", args.steady_seconds));
-    let one_by_one: Vec<String> = args
-        .one_by_one
-        .iter()
-        .filter(|&&instances| instances > 0)
-        .map(usize::to_string)
-        .collect();
-    if !one_by_one.is_empty() {
-        driver.arg(format!("--one-by-one={}", one_by_one.join(",")));
+    if let Some(one_by_one) = rounds(&args.one_by_one) {
+        driver.arg(format!("--one-by-one={one_by_one}"));
     }
-    let ceiling: Vec<String> = args
-        .ceiling
-        .iter()
-        .filter(|&&instances| instances > 0)
-        .map(usize::to_string)
-        .collect();
-    if !ceiling.is_empty() {
+    if let Some(ceiling) = rounds(&args.ceiling) {
         driver
-            .arg(format!("--ceiling={}", ceiling.join(",")))
+            .arg(format!("--ceiling={ceiling}"))
             .arg(format!("--ceiling-in-flight={}", args.ceiling_in_flight));
     }
     backends.apply_env(&mut driver);
@@ -156,4 +144,15 @@ fn run(tools: &Tools, backends: &Backends, release: &Path, args: &OperatorBenchA
         );
     }
     stopped
+}
+
+/// Round sizes as the driver takes them (`50,50`), leaving out zeros
+/// (which mean none); `None` when nothing is left.
+fn rounds(sizes: &[usize]) -> Option<String> {
+    let sizes: Vec<String> = sizes
+        .iter()
+        .filter(|&&size| size > 0)
+        .map(usize::to_string)
+        .collect();
+    (!sizes.is_empty()).then(|| sizes.join(","))
 }
