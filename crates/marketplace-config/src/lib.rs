@@ -33,13 +33,17 @@ pub mod env {
     pub const ORDER_CATALOG_URL: &str = "MARKETPLACE_ORDER_CATALOG_URL";
     pub const ORDER_DOWNSTREAM_TIMEOUT: &str = "MARKETPLACE_ORDER_DOWNSTREAM_TIMEOUT";
 
-    // Read by the gateway target, whose server a later issue builds; the
-    // operator already wires them.
     pub const GATEWAY_LISTEN_ADDR: &str = "MARKETPLACE_GATEWAY_LISTEN_ADDR";
     pub const GATEWAY_ACCOUNT_URL: &str = "MARKETPLACE_GATEWAY_ACCOUNT_URL";
     pub const GATEWAY_CATALOG_URL: &str = "MARKETPLACE_GATEWAY_CATALOG_URL";
     pub const GATEWAY_ORDER_URL: &str = "MARKETPLACE_GATEWAY_ORDER_URL";
     pub const GATEWAY_CORS_ORIGINS: &str = "MARKETPLACE_GATEWAY_CORS_ORIGINS";
+    pub const GATEWAY_DOWNSTREAM_TIMEOUT: &str = "MARKETPLACE_GATEWAY_DOWNSTREAM_TIMEOUT";
+    pub const GATEWAY_MAX_QUERY_DEPTH: &str = "MARKETPLACE_GATEWAY_MAX_QUERY_DEPTH";
+    pub const GATEWAY_MAX_QUERY_COMPLEXITY: &str = "MARKETPLACE_GATEWAY_MAX_QUERY_COMPLEXITY";
+    pub const GATEWAY_MAX_BODY_BYTES: &str = "MARKETPLACE_GATEWAY_MAX_BODY_BYTES";
+
+    pub const DATA_DIR: &str = "MARKETPLACE_DATA_DIR";
 
     /// Every variable above, for tests and for the operator's checks.
     pub const ALL: &[&str] = &[
@@ -61,6 +65,11 @@ pub mod env {
         GATEWAY_CATALOG_URL,
         GATEWAY_ORDER_URL,
         GATEWAY_CORS_ORIGINS,
+        GATEWAY_DOWNSTREAM_TIMEOUT,
+        GATEWAY_MAX_QUERY_DEPTH,
+        GATEWAY_MAX_QUERY_COMPLEXITY,
+        GATEWAY_MAX_BODY_BYTES,
+        DATA_DIR,
     ];
 }
 
@@ -134,6 +143,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Which part of the marketplace a `marketplace serve` process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Target {
+    /// Everything in one process: the gateway and the three services. Each
+    /// service without a storage URL stores its data in the data directory
+    /// (SQLite files and a tantivy index).
+    All,
+    /// The GraphQL gateway (HTTP); calls account, catalog and order.
+    Gateway,
     /// The account service (gRPC).
     Account,
     /// The catalog service (gRPC).
@@ -156,6 +171,11 @@ pub struct ServeConfig {
     pub order: OrderConfig,
     #[command(flatten)]
     pub gateway: GatewayConfig,
+    /// With `--target all`: the directory for the embedded storage of the
+    /// services given no storage URL (`account.db`, `order.db` and the
+    /// `catalog` index), created when absent.
+    #[arg(id = "data-dir", long = "data-dir", env = env::DATA_DIR, default_value = "marketplace-data")]
+    pub data_dir: std::path::PathBuf,
 }
 
 /// The account service.
@@ -215,9 +235,7 @@ pub struct OrderConfig {
     pub downstream_timeout: Duration,
 }
 
-/// The GraphQL gateway. Read by the gateway target, which a later issue
-/// adds to [`Target`]; the operator already sets these for the gateway's
-/// pods.
+/// The GraphQL gateway.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayConfig {
     /// Address the gateway's HTTP server (GraphQL, health, metrics) listens
@@ -238,6 +256,20 @@ pub struct GatewayConfig {
     /// no CORS headers, when empty.
     #[arg(id = "gateway-cors-origins", long = "gateway-cors-origins", env = env::GATEWAY_CORS_ORIGINS, value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Deadline of each call to the account, catalog and order services
+    /// (`500ms`, `5s`, ...).
+    #[arg(id = "gateway-downstream-timeout", long = "gateway-downstream-timeout", env = env::GATEWAY_DOWNSTREAM_TIMEOUT, default_value = "5s", value_parser = parse_duration)]
+    pub downstream_timeout: Duration,
+    /// Most levels of nested selections a GraphQL query may have.
+    #[arg(id = "gateway-max-query-depth", long = "gateway-max-query-depth", env = env::GATEWAY_MAX_QUERY_DEPTH, default_value_t = 15)]
+    pub max_query_depth: usize,
+    /// Highest estimated cost of a GraphQL query: each field costs 1, and a
+    /// list multiplies the cost of its items by its page size.
+    #[arg(id = "gateway-max-query-complexity", long = "gateway-max-query-complexity", env = env::GATEWAY_MAX_QUERY_COMPLEXITY, default_value_t = 100_000)]
+    pub max_query_complexity: usize,
+    /// Largest GraphQL request body, in bytes.
+    #[arg(id = "gateway-max-body-bytes", long = "gateway-max-body-bytes", env = env::GATEWAY_MAX_BODY_BYTES, default_value_t = 65_536)]
+    pub max_body_bytes: usize,
 }
 
 impl GatewayConfig {

@@ -126,6 +126,21 @@ pub fn channel(url: &str, settings: ChannelSettings) -> Result<Channel, InvalidU
     Ok(endpoint.connect_lazy())
 }
 
+/// A client channel to `url` for long-lived server streams (watches): like
+/// [`channel`], but without a per-call deadline, which would cut the
+/// stream, and with HTTP/2 keepalive pings so that a dead peer is noticed
+/// while the stream is idle.
+pub fn streaming_channel(url: &str, connect_timeout: Duration) -> Result<Channel, InvalidUrl> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|_| InvalidUrl(url.to_owned()))?
+        .connect_timeout(connect_timeout)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true);
+    Ok(endpoint.connect_lazy())
+}
+
 /// A downstream URL that is not a URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidUrl(pub String);

@@ -1,5 +1,7 @@
 //! `marketplace`: one binary, many roles (`serve --target ...`).
 
+mod all;
+
 use clap::Parser;
 use marketplace_config::{ServeConfig, Target};
 
@@ -7,7 +9,8 @@ use marketplace_config::{ServeConfig, Target};
 #[derive(Debug, Parser)]
 #[command(name = "marketplace", version, about)]
 enum Cli {
-    /// Run one part of the marketplace until SIGTERM or Ctrl-C.
+    /// Run one part of the marketplace, or all of it, until SIGTERM or
+    /// Ctrl-C.
     Serve(ServeConfig),
 }
 
@@ -22,6 +25,11 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let shutdown = marketplace_grpc::shutdown_signal();
     match config.target {
+        Target::All => all::run(config, shutdown).await,
+        Target::Gateway => {
+            let app = marketplace_gateway::Application::build(config.gateway).await?;
+            app.run_until_stopped(shutdown).await
+        }
         Target::Account => {
             let app = marketplace_account::Application::build(config.account).await?;
             app.run_until_stopped(shutdown).await

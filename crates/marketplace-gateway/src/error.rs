@@ -1,0 +1,137 @@
+//! The errors GraphQL clients see: a message a person can act on and an
+//! `extensions.code` a program can branch on, never a backend's own text.
+
+use async_graphql::{Error, ErrorExtensions};
+use tonic::{Code, Status};
+
+use crate::downstream::Service;
+
+/// The `extensions.code` of every error the gateway returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The request is wrong: a malformed id, a blank name, a negative
+    /// quantity, a limit exceeded. Sending it again will fail again.
+    BadUserInput,
+    /// What the request names does not exist.
+    NotFound,
+    /// A service behind the gateway is down or too slow; try again later.
+    Unavailable,
+    /// Anything else. The cause is in the gateway's log.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadUserInput => "BAD_USER_INPUT",
+            Self::NotFound => "NOT_FOUND",
+            Self::Unavailable => "UNAVAILABLE",
+            Self::Internal => "INTERNAL",
+        }
+    }
+
+    /// An error with this code and `message`.
+    pub fn error(self, message: impl Into<String>) -> Error {
+        Error::new(message).extend_with(|_, extensions| extensions.set("code", self.as_str()))
+    }
+}
+
+/// A bad argument: `BAD_USER_INPUT` with `message`.
+pub fn bad_input(message: impl Into<String>) -> Error {
+    ErrorCode::BadUserInput.error(message)
+}
+
+/// Maps a downstream's status to the error the client sees.
+///
+/// The services write their INVALID_ARGUMENT, FAILED_PRECONDITION and
+/// NOT_FOUND messages for people (they name the field or the missing ids
+/// and never carry backend text), so those pass through. Everything else
+/// is replaced by a fixed message; the status goes to the log.
+pub fn from_status(service: Service, status: &Status) -> Error {
+    match status.code() {
+        Code::InvalidArgument
+        | Code::FailedPrecondition
+        | Code::OutOfRange
+        | Code::AlreadyExists => ErrorCode::BadUserInput.error(status.message()),
+        Code::NotFound => ErrorCode::NotFound.error(status.message()),
+        // A refused connection is UNAVAILABLE and the channel's deadline
+        // CANCELLED ("Timeout expired"); an overloaded or lagging service
+        // is RESOURCE_EXHAUSTED. All are worth retrying later.
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
+            tracing::warn!(service = service.name(), code = ?status.code(), message = status.message(), "downstream unavailable");
+            ErrorCode::Unavailable.error(format!(
+                "the {} service is unavailable; try again later",
+                service.name()
+            ))
+        }
+        _ => {
+            tracing::error!(service = service.name(), code = ?status.code(), message = status.message(), "downstream failed");
+            internal()
+        }
+    }
+}
+
+/// `INTERNAL` with a message that reveals nothing; log the cause first.
+pub fn internal() -> Error {
+    ErrorCode::Internal.error("internal error; the cause is logged on the gateway")
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::Value;
+
+    use super::*;
+
+    fn code(error: &Error) -> Option<String> {
+        let extensions = error.extensions.as_ref()?;
+        match extensions.get("code")? {
+            Value::String(code) => Some(code.clone()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn each_grpc_code_maps_to_one_graphql_code() {
+        let cases = [
+            (Code::InvalidArgument, "BAD_USER_INPUT"),
+            (Code::FailedPrecondition, "BAD_USER_INPUT"),
+            (Code::OutOfRange, "BAD_USER_INPUT"),
+            (Code::NotFound, "NOT_FOUND"),
+            (Code::Unavailable, "UNAVAILABLE"),
+            (Code::DeadlineExceeded, "UNAVAILABLE"),
+            (Code::Cancelled, "UNAVAILABLE"),
+            (Code::ResourceExhausted, "UNAVAILABLE"),
+            (Code::Internal, "INTERNAL"),
+            (Code::Unknown, "INTERNAL"),
+            (Code::Unimplemented, "INTERNAL"),
+        ];
+        for (grpc, graphql) in cases {
+            let error = from_status(Service::Order, &Status::new(grpc, "detail"));
+            assert_eq!(code(&error).as_deref(), Some(graphql), "{grpc:?}");
+        }
+    }
+
+    #[test]
+    fn only_messages_written_for_people_pass_through() {
+        let refused = from_status(
+            Service::Catalog,
+            &Status::invalid_argument("name must not be blank"),
+        );
+        assert_eq!(refused.message, "name must not be blank");
+
+        let failed = from_status(
+            Service::Account,
+            &Status::internal("relation \"accounts\" does not exist"),
+        );
+        assert!(!failed.message.contains("relation"), "{}", failed.message);
+
+        let down = from_status(
+            Service::Catalog,
+            &Status::unavailable("tcp connect error: Connection refused"),
+        );
+        assert_eq!(
+            down.message,
+            "the catalog service is unavailable; try again later"
+        );
+    }
+}
