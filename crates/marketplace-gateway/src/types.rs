@@ -124,8 +124,8 @@ impl Order {
         self.total_price.to_f64()
     }
 
-    /// The ordered products, in the order's line order, each with the
-    /// price it was sold at. Names and descriptions are the catalog's.
+    /// The ordered products, by product id, each with the price it was
+    /// sold at. Names and descriptions are the catalog's.
     #[graphql(complexity = "crate::schema::MAX_LINES_COST * child_complexity + 1")]
     async fn products(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<OrderedProduct>> {
         let loaders = ctx.data::<Loaders>()?;

@@ -1,0 +1,159 @@
+//! Running `marketplace serve` processes and talking GraphQL to them over
+//! HTTP, as a user does.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use marketplace_config::env;
+use serde_json::{Value, json};
+
+pub mod walkthrough;
+
+/// A `marketplace` command with only what the test sets in its
+/// environment.
+pub fn marketplace() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_marketplace"));
+    for name in env::ALL {
+        command.env_remove(name);
+    }
+    command.env("RUST_LOG", "info").env("NO_COLOR", "1");
+    command
+}
+
+/// A running `marketplace serve`, killed when dropped.
+#[derive(Debug)]
+pub struct Served {
+    pub child: Child,
+    /// The address of the GraphQL server, or of the gRPC server for a
+    /// service target.
+    pub address: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `command` and waits for the line that says it serves: `serving
+/// GraphQL` when `graphql`, else `serving gRPC`.
+pub fn serve(command: &mut Command, graphql: bool) -> Served {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the marketplace binary starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let marker = if graphql {
+        "serving GraphQL"
+    } else {
+        "serving gRPC"
+    };
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Reads to the end, so the process never blocks on a full pipe.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains(marker)
+                && let Some(address) = line.split("address=").nth(1)
+            {
+                let address = address.split_whitespace().next().unwrap_or_default();
+                let _ = sender.send(address.to_owned());
+            }
+        }
+    });
+    let address = receiver
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("the process logs `{marker}` with its address"));
+    Served { child, address }
+}
+
+/// A GraphQL client of one gateway.
+#[derive(Debug, Clone)]
+pub struct Graphql {
+    pub base: String,
+    agent: ureq::Agent,
+}
+
+impl Graphql {
+    pub fn new(address: &str) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Self {
+            base: format!("http://{address}"),
+            agent,
+        }
+    }
+
+    /// Sends `query` with `variables`; the HTTP status and the JSON answer.
+    pub fn post(&self, query: &str, variables: Value) -> (u16, Value) {
+        let mut response = self
+            .agent
+            .post(format!("{}/graphql", self.base))
+            .send_json(json!({ "query": query, "variables": variables }))
+            .expect("the gateway answers");
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_json::<Value>()
+            .expect("the answer is JSON");
+        (status, body)
+    }
+
+    /// The `data` of an answer that must have no errors.
+    pub fn data(&self, query: &str, variables: Value) -> Value {
+        let (status, body) = self.post(query, variables);
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    /// The one error of an answer that must fail: its code and message.
+    pub fn error(&self, query: &str, variables: Value) -> (String, String) {
+        let (_, body) = self.post(query, variables);
+        let errors = body["errors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("expected an error, got {body}"));
+        assert_eq!(errors.len(), 1, "{body}");
+        let code = errors[0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no extensions.code in {body}"));
+        let message = errors[0]["message"].as_str().unwrap_or_default();
+        (code.to_owned(), message.to_owned())
+    }
+
+    /// A plain GET of `path`: the status and the body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let mut response = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .call()
+            .expect("the gateway answers");
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        (status, body)
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most
+/// `timeout`.
+pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let end = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "{what}: not within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
