@@ -265,7 +265,7 @@ pub struct GatewayConfig {
     pub max_query_depth: usize,
     /// Highest estimated cost of a GraphQL query: each field costs 1, and a
     /// list multiplies the cost of its items by its page size.
-    #[arg(id = "gateway-max-query-complexity", long = "gateway-max-query-complexity", env = env::GATEWAY_MAX_QUERY_COMPLEXITY, default_value_t = 100_000)]
+    #[arg(id = "gateway-max-query-complexity", long = "gateway-max-query-complexity", env = env::GATEWAY_MAX_QUERY_COMPLEXITY, default_value_t = 1_000_000)]
     pub max_query_complexity: usize,
     /// Largest GraphQL request body, in bytes.
     #[arg(id = "gateway-max-body-bytes", long = "gateway-max-body-bytes", env = env::GATEWAY_MAX_BODY_BYTES, default_value_t = 65_536)]

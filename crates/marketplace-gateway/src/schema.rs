@@ -40,7 +40,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             depth: 15,
-            complexity: 100_000,
+            complexity: 1_000_000,
         }
     }
 }

@@ -10,18 +10,9 @@ use common::walkthrough::{bad_inputs, totals_are_exact, walkthrough};
 use common::{Graphql, Served, marketplace, serve};
 use marketplace_config::env;
 
-/// `serve --target all` with no storage URL, in a fresh data directory.
+/// The one-process marketplace in a fresh data directory.
 fn embedded(data_dir: &std::path::Path) -> Served {
-    serve(
-        marketplace()
-            .args(["serve", "--target", "all"])
-            .env(env::DATA_DIR, data_dir)
-            .env(env::GATEWAY_LISTEN_ADDR, "127.0.0.1:0")
-            .env(env::ACCOUNT_LISTEN_ADDR, "127.0.0.1:0")
-            .env(env::CATALOG_LISTEN_ADDR, "127.0.0.1:0")
-            .env(env::ORDER_LISTEN_ADDR, "127.0.0.1:0"),
-        true,
-    )
+    common::embedded(data_dir, &[])
 }
 
 #[test]
@@ -35,7 +26,10 @@ fn the_walkthrough_works_in_one_process_on_embedded_storage() {
     totals_are_exact(&graphql);
 
     for stored in ["account.db", "order.db", "catalog"] {
-        assert!(data_dir.join(stored).exists(), "{stored} in the data directory");
+        assert!(
+            data_dir.join(stored).exists(),
+            "{stored} in the data directory"
+        );
     }
 }
 
@@ -124,16 +118,28 @@ async fn distributed() -> Option<Distributed> {
             .args(["serve", "--target", "order"])
             .env(env::ORDER_LISTEN_ADDR, "127.0.0.1:0")
             .env(env::ORDER_DATABASE_URL, order_db.url())
-            .env(env::ORDER_ACCOUNT_URL, format!("http://{}", account.address))
-            .env(env::ORDER_CATALOG_URL, format!("http://{}", catalog.address)),
+            .env(
+                env::ORDER_ACCOUNT_URL,
+                format!("http://{}", account.address),
+            )
+            .env(
+                env::ORDER_CATALOG_URL,
+                format!("http://{}", catalog.address),
+            ),
         false,
     );
     let gateway = serve(
         marketplace()
             .args(["serve", "--target", "gateway"])
             .env(env::GATEWAY_LISTEN_ADDR, "127.0.0.1:0")
-            .env(env::GATEWAY_ACCOUNT_URL, format!("http://{}", account.address))
-            .env(env::GATEWAY_CATALOG_URL, format!("http://{}", catalog.address))
+            .env(
+                env::GATEWAY_ACCOUNT_URL,
+                format!("http://{}", account.address),
+            )
+            .env(
+                env::GATEWAY_CATALOG_URL,
+                format!("http://{}", catalog.address),
+            )
             .env(env::GATEWAY_ORDER_URL, format!("http://{}", order.address)),
         true,
     );

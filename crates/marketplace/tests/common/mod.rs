@@ -72,6 +72,22 @@ pub fn serve(command: &mut Command, graphql: bool) -> Served {
     Served { child, address }
 }
 
+/// `serve --target all` with no storage URL, in `data_dir`, every part
+/// on a free loopback port, with `args` added.
+pub fn embedded(data_dir: &std::path::Path, args: &[&str]) -> Served {
+    serve(
+        marketplace()
+            .args(["serve", "--target", "all"])
+            .args(args)
+            .env(env::DATA_DIR, data_dir)
+            .env(env::GATEWAY_LISTEN_ADDR, "127.0.0.1:0")
+            .env(env::ACCOUNT_LISTEN_ADDR, "127.0.0.1:0")
+            .env(env::CATALOG_LISTEN_ADDR, "127.0.0.1:0")
+            .env(env::ORDER_LISTEN_ADDR, "127.0.0.1:0"),
+        true,
+    )
+}
+
 /// A GraphQL client of one gateway.
 #[derive(Debug, Clone)]
 pub struct Graphql {
@@ -127,6 +143,30 @@ impl Graphql {
             .unwrap_or_else(|| panic!("no extensions.code in {body}"));
         let message = errors[0]["message"].as_str().unwrap_or_default();
         (code.to_owned(), message.to_owned())
+    }
+
+    /// The sum of the gateway's `grpc_client_handled_total` over every
+    /// code of `method`: how many calls it made.
+    pub fn calls(&self, method: &str) -> u64 {
+        let (_, metrics) = self.get("/metrics");
+        let label = format!("grpc_method=\"{method}\"");
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("grpc_client_handled_total{") && line.contains(&label))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// The value of a metric without labels.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (_, metrics) = self.get("/metrics");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    pub fn agent(&self) -> &ureq::Agent {
+        &self.agent
     }
 
     /// A plain GET of `path`: the status and the body.

@@ -9,12 +9,15 @@ use super::Graphql;
 const CREATE_ACCOUNT: &str =
     "mutation($account: AccountInput!) { createAccount(account: $account) { id name createdAt } }";
 const CREATE_PRODUCT: &str = "mutation($product: ProductInput!) { createProduct(product: $product) { id name description price createdAt } }";
-const SEARCH: &str = "query($query: String) { products(query: $query) { id name description price } }";
+const SEARCH: &str =
+    "query($query: String) { products(query: $query) { id name description price } }";
 const CREATE_ORDER: &str = "mutation($order: OrderInput!) { createOrder(order: $order) { id accountId createdAt totalPrice products { id name description price quantity } } }";
 const ACCOUNT_ORDERS: &str = "query($id: String) { accounts(id: $id) { id name orders { id accountId createdAt totalPrice products { id name description price quantity } } } }";
 
 fn time(value: &Value) -> DateTime<Utc> {
-    let text = value.as_str().unwrap_or_else(|| panic!("{value} is a string"));
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("{value} is a string"));
     DateTime::parse_from_rfc3339(text)
         .unwrap_or_else(|error| panic!("{text} is RFC 3339: {error}"))
         .with_timezone(&Utc)
@@ -23,11 +26,16 @@ fn time(value: &Value) -> DateTime<Utc> {
 fn assert_recent(value: &Value, before: DateTime<Utc>) {
     let at = time(value);
     let after = Utc::now();
-    assert!(before <= at && at <= after, "{at} is between {before} and {after}");
+    assert!(
+        before <= at && at <= after,
+        "{at} is between {before} and {after}"
+    );
 }
 
 fn assert_ksuid(value: &Value) -> String {
-    let id = value.as_str().unwrap_or_else(|| panic!("{value} is a string"));
+    let id = value
+        .as_str()
+        .unwrap_or_else(|| panic!("{value} is a string"));
     assert_eq!(id.len(), 27, "{id} is a KSUID");
     assert!(id.chars().all(|c| c.is_ascii_alphanumeric()), "{id}");
     id.to_owned()
@@ -38,8 +46,10 @@ fn assert_ksuid(value: &Value) -> String {
 pub fn walkthrough(graphql: &Graphql) {
     let started = Utc::now();
 
-    let account = graphql.data(CREATE_ACCOUNT, json!({ "account": { "name": "Ada Lovelace" } }))
-        ["createAccount"]
+    let account = graphql.data(
+        CREATE_ACCOUNT,
+        json!({ "account": { "name": "Ada Lovelace" } }),
+    )["createAccount"]
         .clone();
     let account_id = assert_ksuid(&account["id"]);
     assert_eq!(account["name"], "Ada Lovelace");
@@ -56,7 +66,10 @@ pub fn walkthrough(graphql: &Graphql) {
         .clone();
     let engine_id = assert_ksuid(&engine["id"]);
     assert_eq!(engine["name"], "Analytical engine");
-    assert_eq!(engine["description"], "A general-purpose mechanical computer");
+    assert_eq!(
+        engine["description"],
+        "A general-purpose mechanical computer"
+    );
     assert_eq!(engine["price"], 1843.99);
     assert_recent(&engine["createdAt"], started);
 
@@ -166,11 +179,12 @@ pub fn totals_are_exact(graphql: &Graphql) {
 /// and a message naming the problem; text that looks like SQL or query
 /// syntax is stored and searched as text.
 pub fn bad_inputs(graphql: &Graphql) {
-    let account = graphql.data(CREATE_ACCOUNT, json!({ "account": { "name": "Checker" } }))
-        ["createAccount"]["id"]
-        .as_str()
-        .map(str::to_owned)
-        .unwrap_or_default();
+    let account =
+        graphql.data(CREATE_ACCOUNT, json!({ "account": { "name": "Checker" } }))["createAccount"]
+            ["id"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_default();
     let product = graphql.data(
         CREATE_PRODUCT,
         json!({ "product": { "name": "Widget", "description": "A widget", "price": 2.5 } }),
@@ -181,7 +195,8 @@ pub fn bad_inputs(graphql: &Graphql) {
     let unknown = "0ujtsYcgvSTl8PAuAdqWYSMnLOv";
     let long = "x".repeat(201);
 
-    let create_account = |name: &str| graphql.error(CREATE_ACCOUNT, json!({ "account": { "name": name } }));
+    let create_account =
+        |name: &str| graphql.error(CREATE_ACCOUNT, json!({ "account": { "name": name } }));
     let create_product = |name: &str, description: &str, price: f64| {
         graphql.error(
             CREATE_PRODUCT,
@@ -199,15 +214,60 @@ pub fn bad_inputs(graphql: &Graphql) {
         .collect();
 
     let cases: Vec<(&str, (String, String), &str, &str)> = vec![
-        ("empty account name", create_account(""), "BAD_USER_INPUT", "name"),
-        ("blank account name", create_account("   "), "BAD_USER_INPUT", "name"),
-        ("over-long account name", create_account(&long), "BAD_USER_INPUT", "name"),
-        ("control character in a name", create_account("Ada\u{7}"), "BAD_USER_INPUT", "name"),
-        ("blank product name", create_product(" ", "ok", 1.0), "BAD_USER_INPUT", "name"),
-        ("blank description", create_product("ok", "\n", 1.0), "BAD_USER_INPUT", "description"),
-        ("negative price", create_product("ok", "ok", -1.0), "BAD_USER_INPUT", "negative"),
-        ("price with three decimals", create_product("ok", "ok", 0.105), "BAD_USER_INPUT", "decimal"),
-        ("price too large", create_product("ok", "ok", 1e300), "BAD_USER_INPUT", "maximum"),
+        (
+            "empty account name",
+            create_account(""),
+            "BAD_USER_INPUT",
+            "name",
+        ),
+        (
+            "blank account name",
+            create_account("   "),
+            "BAD_USER_INPUT",
+            "name",
+        ),
+        (
+            "over-long account name",
+            create_account(&long),
+            "BAD_USER_INPUT",
+            "name",
+        ),
+        (
+            "control character in a name",
+            create_account("Ada\u{7}"),
+            "BAD_USER_INPUT",
+            "name",
+        ),
+        (
+            "blank product name",
+            create_product(" ", "ok", 1.0),
+            "BAD_USER_INPUT",
+            "name",
+        ),
+        (
+            "blank description",
+            create_product("ok", "\n", 1.0),
+            "BAD_USER_INPUT",
+            "description",
+        ),
+        (
+            "negative price",
+            create_product("ok", "ok", -1.0),
+            "BAD_USER_INPUT",
+            "negative",
+        ),
+        (
+            "price with three decimals",
+            create_product("ok", "ok", 0.105),
+            "BAD_USER_INPUT",
+            "decimal",
+        ),
+        (
+            "price too large",
+            create_product("ok", "ok", 1e300),
+            "BAD_USER_INPUT",
+            "maximum",
+        ),
         (
             "malformed account id",
             graphql.error("{ accounts(id: \"nope\") { id } }", json!({})),
@@ -216,7 +276,10 @@ pub fn bad_inputs(graphql: &Graphql) {
         ),
         (
             "unknown account id",
-            graphql.error(&format!("{{ accounts(id: \"{unknown}\") {{ id }} }}"), json!({})),
+            graphql.error(
+                &format!("{{ accounts(id: \"{unknown}\") {{ id }} }}"),
+                json!({}),
+            ),
             "NOT_FOUND",
             unknown,
         ),
@@ -228,7 +291,10 @@ pub fn bad_inputs(graphql: &Graphql) {
         ),
         (
             "unknown product id",
-            graphql.error(&format!("{{ products(id: \"{unknown}\") {{ id }} }}"), json!({})),
+            graphql.error(
+                &format!("{{ products(id: \"{unknown}\") {{ id }} }}"),
+                json!({}),
+            ),
             "NOT_FOUND",
             unknown,
         ),
@@ -240,7 +306,10 @@ pub fn bad_inputs(graphql: &Graphql) {
         ),
         (
             "unknown order id",
-            graphql.error(&format!("{{ order(id: \"{unknown}\") {{ id }} }}"), json!({})),
+            graphql.error(
+                &format!("{{ order(id: \"{unknown}\") {{ id }} }}"),
+                json!({}),
+            ),
             "NOT_FOUND",
             unknown,
         ),
@@ -286,7 +355,12 @@ pub fn bad_inputs(graphql: &Graphql) {
             "BAD_USER_INPUT",
             "nope",
         ),
-        ("empty order", create_order(&account, json!([])), "BAD_USER_INPUT", "line"),
+        (
+            "empty order",
+            create_order(&account, json!([])),
+            "BAD_USER_INPUT",
+            "line",
+        ),
         (
             "duplicate product lines",
             create_order(
@@ -332,16 +406,23 @@ pub fn bad_inputs(graphql: &Graphql) {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     let injected = "'; DROP TABLE accounts; --";
-    let stored = graphql.data(CREATE_ACCOUNT, json!({ "account": { "name": injected } }))
-        ["createAccount"]
-        .clone();
+    let stored =
+        graphql.data(CREATE_ACCOUNT, json!({ "account": { "name": injected } }))["createAccount"]
+            .clone();
     let read = graphql.data(
         "query($id: String) { accounts(id: $id) { name } }",
         json!({ "id": stored["id"] }),
     );
     assert_eq!(read["accounts"][0]["name"], injected);
 
-    for text in ["*", "name:x OR 1", "{\"match_all\":{}}", "\"unbalanced", "(", "a AND"] {
+    for text in [
+        "*",
+        "name:x OR 1",
+        "{\"match_all\":{}}",
+        "\"unbalanced",
+        "(",
+        "a AND",
+    ] {
         let found = graphql.data(SEARCH, json!({ "query": text }));
         assert!(found["products"].is_array(), "{text}: {found}");
     }
