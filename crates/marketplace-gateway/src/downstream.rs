@@ -103,7 +103,8 @@ impl Downstream {
     }
 
     /// Runs one call to `service`, counting it under `method`; a failure
-    /// becomes the error the GraphQL client sees.
+    /// becomes the error the GraphQL client sees. The call's answer (for a
+    /// stream: its first response) must come within the deadline.
     pub async fn call<T>(
         &self,
         service: Service,
@@ -111,7 +112,11 @@ impl Downstream {
         call: impl Future<Output = Result<Response<T>, Status>>,
     ) -> Result<T, async_graphql::Error> {
         let started = Instant::now();
-        let result = call.await;
+        // The unary channels enforce the deadline themselves; this bound
+        // also covers the start of a stream, whose channel has none.
+        let result = tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer within the deadline")));
         let code = result
             .as_ref()
             .map_or_else(Status::code, |_| tonic::Code::Ok);

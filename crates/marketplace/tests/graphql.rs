@@ -180,3 +180,55 @@ async fn bad_input_gets_its_code_across_four_processes_on_postgresql_and_elastic
         .await
         .unwrap();
 }
+
+/// The GraphQL blocks of the README's walk-through, in order.
+fn readme_walkthrough() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = readme
+        .split("### A walk-through in the playground")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
+    section
+        .split("```graphql\n")
+        .skip(1)
+        .map(|block| {
+            let block = &block[..block.find("```").unwrap()];
+            block.lines().map(str::trim).collect::<Vec<_>>().join("\n")
+        })
+        .collect()
+}
+
+#[test]
+fn the_readmes_walkthrough_works_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = embedded(&dir.path().join("data"));
+    let graphql = Graphql::new(&served.address);
+    let steps = readme_walkthrough();
+    assert_eq!(steps.len(), 5, "{steps:#?}");
+    let no_variables = serde_json::json!({});
+
+    let account = graphql.data(&steps[0], no_variables.clone());
+    let products = graphql.data(&steps[1], no_variables.clone());
+    let found = graphql.data(&steps[2], no_variables.clone());
+    let with_ids = |step: &str| {
+        step.replace(
+            "ACCOUNT_ID",
+            account["createAccount"]["id"].as_str().unwrap(),
+        )
+        .replace("ENGINE_ID", products["engine"]["id"].as_str().unwrap())
+        .replace("CARDS_ID", products["cards"]["id"].as_str().unwrap())
+    };
+    let order = graphql.data(&with_ids(&steps[3]), no_variables.clone());
+    let orders = graphql.data(&with_ids(&steps[4]), no_variables);
+
+    assert_eq!(found["products"].as_array().unwrap().len(), 2, "{found}");
+    assert_eq!(order["createOrder"]["totalPrice"], 3688.28);
+    assert_eq!(
+        orders["accounts"][0]["orders"][0]["totalPrice"],
+        order["createOrder"]["totalPrice"]
+    );
+}
