@@ -232,3 +232,24 @@ fn the_readmes_walkthrough_works_as_written() {
         order["createOrder"]["totalPrice"]
     );
 }
+
+#[test]
+fn the_one_process_marketplace_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut served = embedded(&dir.path().join("data"));
+    let graphql = Graphql::new(&served.address);
+    graphql.data("{ products { id } }", serde_json::json!({}));
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &served.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = common::eventually(
+        "the process exits",
+        std::time::Duration::from_secs(20),
+        || served.child.try_wait().unwrap(),
+    );
+
+    assert!(exit.success(), "{exit}");
+}
