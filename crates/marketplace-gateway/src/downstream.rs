@@ -17,6 +17,11 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::metrics::Metrics;
 
+/// The largest answer taken from the order service: a full
+/// `ListOrdersForAccounts` page (100 accounts, 100 orders each, 100 lines
+/// each) with room to spare.
+const ORDER_LISTING_BYTES: usize = 128 * 1024 * 1024;
+
 /// A service behind the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
@@ -86,7 +91,10 @@ impl Downstream {
         Ok(Self {
             account: AccountServiceClient::new(account.clone()),
             catalog: CatalogServiceClient::new(catalog.clone()),
-            order: OrderServiceClient::new(order.clone()),
+            // 100 accounts' 100 newest orders of up to 100 lines each reach
+            // tens of megabytes, past tonic's default 4 MiB.
+            order: OrderServiceClient::new(order.clone())
+                .max_decoding_message_size(ORDER_LISTING_BYTES),
             watch: OrderServiceClient::new(watch),
             channels: [
                 (Service::Account, account),

@@ -49,10 +49,9 @@ pub fn bad_input(message: impl Into<String>) -> Error {
 /// is replaced by a fixed message; the status goes to the log.
 pub fn from_status(service: Service, status: &Status) -> Error {
     match status.code() {
-        Code::InvalidArgument
-        | Code::FailedPrecondition
-        | Code::OutOfRange
-        | Code::AlreadyExists => ErrorCode::BadUserInput.error(status.message()),
+        Code::InvalidArgument | Code::FailedPrecondition | Code::AlreadyExists => {
+            ErrorCode::BadUserInput.error(status.message())
+        }
         Code::NotFound => ErrorCode::NotFound.error(status.message()),
         // A refused connection is UNAVAILABLE and the channel's deadline
         // CANCELLED ("Timeout expired"); an overloaded or lagging service
@@ -95,7 +94,8 @@ mod tests {
         let cases = [
             (Code::InvalidArgument, "BAD_USER_INPUT"),
             (Code::FailedPrecondition, "BAD_USER_INPUT"),
-            (Code::OutOfRange, "BAD_USER_INPUT"),
+            // tonic's own "message too large", not a service's answer.
+            (Code::OutOfRange, "INTERNAL"),
             (Code::NotFound, "NOT_FOUND"),
             (Code::Unavailable, "UNAVAILABLE"),
             (Code::DeadlineExceeded, "UNAVAILABLE"),
