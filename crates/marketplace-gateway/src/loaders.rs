@@ -35,15 +35,35 @@ impl Loaders {
     pub fn new(downstream: &Downstream) -> Self {
         Self {
             orders: Arc::new(
-                DataLoader::new(OrdersLoader(downstream.clone()), tokio::spawn)
+                DataLoader::new(OrdersLoader(downstream.clone()), spawn_batch)
                     .max_batch_size(ACCOUNTS_PER_CALL),
             ),
             products: Arc::new(
-                DataLoader::new(ProductsLoader(downstream.clone()), tokio::spawn)
+                DataLoader::new(ProductsLoader(downstream.clone()), spawn_batch)
                     .max_batch_size(PRODUCTS_PER_CALL),
             ),
         }
     }
+}
+
+/// How many times a batch lets the request's resolvers run before it
+/// starts its short wait for more keys.
+const RESOLVER_TURNS: usize = 16;
+
+/// Starts a loader's batch (its 1 ms wait, then the call) only after the
+/// request's task has had several turns. A list of more than 30 items is
+/// resolved through `FuturesUnordered`, which yields after every 32 items
+/// polled; on a busy machine polling 32 items can outlast the 1 ms wait,
+/// and the batch would leave without the rest. Each turn lets the request
+/// register 32 more keys, so a batch takes the whole list whatever the
+/// load.
+fn spawn_batch(batch: futures::future::BoxFuture<'static, ()>) {
+    tokio::spawn(async move {
+        for _ in 0..RESOLVER_TURNS {
+            tokio::task::yield_now().await;
+        }
+        batch.await;
+    });
 }
 
 /// The newest orders of an account: the key is the account id and how many

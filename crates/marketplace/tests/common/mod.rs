@@ -110,10 +110,16 @@ impl Graphql {
 
     /// Sends `query` with `variables`; the HTTP status and the JSON answer.
     pub fn post(&self, query: &str, variables: Value) -> (u16, Value) {
+        self.post_json(json!({ "query": query, "variables": variables }))
+    }
+
+    /// Sends `body` as JSON to `/graphql`; the HTTP status and the JSON
+    /// answer.
+    pub fn post_json(&self, body: Value) -> (u16, Value) {
         let mut response = self
             .agent
             .post(format!("{}/graphql", self.base))
-            .send_json(json!({ "query": query, "variables": variables }))
+            .send_json(body)
             .expect("the gateway answers");
         let status = response.status().as_u16();
         let body = response
