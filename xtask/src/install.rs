@@ -3,8 +3,9 @@
 //! Nothing is downloaded at test time except from the package registries
 //! these machines reach: Go modules (the Kubernetes control plane, etcd,
 //! kwok, helm, all built from source), Maven Central (Elasticsearch) and
-//! Debian's packages (PostgreSQL, a JDK). Each finished install is marked
-//! with a fingerprint of what produced it, so a changed version rebuilds.
+//! Debian's packages (PostgreSQL, a JDK, Chromium and its WebDriver). Each
+//! finished install is marked with a fingerprint of what produced it, so a
+//! changed version rebuilds.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -79,6 +80,9 @@ pub(crate) struct Tools {
     /// PostgreSQL's bin directory (initdb, postgres, pg_isready).
     pub(crate) postgres: PathBuf,
     pub(crate) java_home: PathBuf,
+    /// Headless Chromium and the chromedriver of the same version, for the
+    /// tests that drive the GraphQL playground in a real browser.
+    pub(crate) browser: Browser,
     /// Who runs PostgreSQL and Elasticsearch (`None`: the current user).
     pub(crate) user: Option<User>,
 }
@@ -105,6 +109,7 @@ pub(crate) fn ensure_all(cache: &Cache) -> Result<Tools> {
     let user = testuser::ensure()?;
     let postgres = ensure_postgres(cache)?;
     let java_home = ensure_java(cache)?;
+    let browser = ensure_browser(cache)?;
     let elasticsearch = ensure_elasticsearch(cache)?;
     let go = find_go()?;
     let kubernetes = go_build(cache, &go, &kubernetes_build())?;
@@ -119,6 +124,7 @@ pub(crate) fn ensure_all(cache: &Cache) -> Result<Tools> {
         elasticsearch,
         postgres,
         java_home,
+        browser,
         user,
     })
 }
@@ -488,6 +494,39 @@ fn find_java_home() -> Option<PathBuf> {
     }
     let java = std::fs::canonicalize(process::which("java")?).ok()?;
     Some(java.parent()?.parent()?.to_path_buf())
+}
+
+/// Debian's Chromium and its WebDriver; the tests start chromedriver
+/// themselves, one per test, with a profile of their own.
+#[derive(Debug)]
+pub(crate) struct Browser {
+    pub(crate) chromium: PathBuf,
+    pub(crate) chromedriver: PathBuf,
+}
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+fn ensure_browser(cache: &Cache) -> Result<Browser> {
+    let browser = Browser {
+        chromium: PathBuf::from(CHROMIUM),
+        chromedriver: PathBuf::from(CHROMEDRIVER),
+    };
+    let installed =
+        |browser: &Browser| browser.chromium.is_file() && browser.chromedriver.is_file();
+    if !installed(&browser) {
+        // Both at once, even when only the driver is missing: Debian's
+        // chromium-driver requires the chromium of exactly its version, and
+        // apt upgrades the browser to match.
+        apt_install(cache, &["chromium", "chromium-driver"])?;
+        if !installed(&browser) {
+            bail!(
+                "chromium and chromium-driver were installed but {CHROMIUM} or {CHROMEDRIVER} is missing"
+            );
+        }
+    }
+    println!("==> chromium: {CHROMIUM}, {CHROMEDRIVER}");
+    Ok(browser)
 }
 
 fn apt_install(cache: &Cache, packages: &[&str]) -> Result<()> {

@@ -11,16 +11,23 @@ pub enum Backend {
     Postgres,
     Elasticsearch,
     Kubernetes,
+    /// The Chromium binary that browser tests run headless.
+    Chromium,
+    /// The chromedriver of that Chromium; each browser test starts its own.
+    Chromedriver,
 }
 
 impl Backend {
     /// The environment variable through which `cargo xtask test` passes the
-    /// backend's address (a URL, or for Kubernetes a kubeconfig path).
+    /// backend's address (a URL; for Kubernetes a kubeconfig path; for the
+    /// browser the paths of its binaries).
     pub const fn env_var(self) -> &'static str {
         match self {
             Self::Postgres => "MARKETPLACE_TEST_POSTGRES_URL",
             Self::Elasticsearch => "MARKETPLACE_TEST_ELASTICSEARCH_URL",
             Self::Kubernetes => "MARKETPLACE_TEST_KUBECONFIG",
+            Self::Chromium => "MARKETPLACE_TEST_CHROMIUM",
+            Self::Chromedriver => "MARKETPLACE_TEST_CHROMEDRIVER",
         }
     }
 
@@ -46,6 +53,8 @@ impl fmt::Display for Backend {
             Self::Postgres => "PostgreSQL",
             Self::Elasticsearch => "Elasticsearch",
             Self::Kubernetes => "a Kubernetes API server",
+            Self::Chromium => "Chromium",
+            Self::Chromedriver => "chromedriver",
         })
     }
 }

@@ -1,8 +1,9 @@
 //! Test fixtures over the real backends that `cargo xtask test` starts.
 //!
 //! Each fixture gives a test something of its own on a shared backend (a
-//! database, an index name, a namespace) and removes it when dropped, so
-//! tests run in parallel without seeing each other's data.
+//! database, an index name, a namespace, a chromedriver with a fresh browser
+//! profile) and removes it when dropped, so tests run in parallel without
+//! seeing each other's data.
 //!
 //! A fixture returns `None` when its backend is not configured: under plain
 //! `cargo test` the test then skips itself with a message naming the command
@@ -21,6 +22,7 @@
 #![allow(clippy::expect_used, clippy::panic)]
 
 mod backend;
+pub mod browser;
 pub mod elasticsearch;
 pub mod kubernetes;
 pub mod postgres;

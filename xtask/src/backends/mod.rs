@@ -9,6 +9,8 @@
 //! | `MARKETPLACE_TEST_POSTGRES_URL` | superuser URL of the run's PostgreSQL (`postgres` database) |
 //! | `MARKETPLACE_TEST_ELASTICSEARCH_URL` | base URL of the run's Elasticsearch node |
 //! | `MARKETPLACE_TEST_KUBECONFIG` | kubeconfig of the run's kwok cluster (also `KUBECONFIG`) |
+//! | `MARKETPLACE_TEST_CHROMIUM` | the Chromium binary that browser tests run headless |
+//! | `MARKETPLACE_TEST_CHROMEDRIVER` | the chromedriver of that Chromium; each browser test starts its own |
 //! | `PATH` | starts with the built `kubectl`, `helm`, `kwokctl` |
 //!
 //! marketplace-testkit's `Backend` reads the same names; a mismatch makes every backend
@@ -107,6 +109,14 @@ impl Backends {
             ("MARKETPLACE_TEST_BACKENDS".into(), "required".into()),
             ("MARKETPLACE_TEST_POSTGRES_URL".into(), pg_url.clone()),
             ("MARKETPLACE_TEST_ELASTICSEARCH_URL".into(), es_url.clone()),
+            (
+                "MARKETPLACE_TEST_CHROMIUM".into(),
+                tools.browser.chromium.to_string_lossy().into_owned(),
+            ),
+            (
+                "MARKETPLACE_TEST_CHROMEDRIVER".into(),
+                tools.browser.chromedriver.to_string_lossy().into_owned(),
+            ),
             ("PATH".into(), path.to_string_lossy().into_owned()),
         ];
         match backends.kubernetes.as_ref() {
