@@ -6,7 +6,7 @@
 //! most the database could give, which the service is measured against.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -113,12 +113,9 @@ pub(crate) fn services(tools: &Tools, args: &BenchArgs) -> Result<()> {
     );
     for (label, summary) in [("real", &real_summary), ("embedded", &embedded_summary)] {
         for operation in ["CreateOrder", "SearchProducts"] {
-            let entry = operation_entry(summary, operation)?;
             println!(
-                "    {label:<9} {operation:<15} {:>9.1} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
-                entry["throughput"].as_f64().unwrap_or_default(),
-                entry["p50_ms"].as_f64().unwrap_or_default(),
-                entry["p99_ms"].as_f64().unwrap_or_default(),
+                "    {}",
+                summary_line(label, operation, operation_entry(summary, operation)?)
             );
         }
     }
@@ -150,18 +147,8 @@ fn run_services(
     let listen = |port: u16| format!("127.0.0.1:{port}");
     let url = |port: u16| format!("http://127.0.0.1:{port}");
     let spawn = |target: &str, env: &[(&str, String)]| -> Result<Supervised> {
-        let mut command = Command::new(marketplace);
-        command
-            .args(["serve", "--target", target])
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-        Supervised::spawn(
-            &format!("marketplace {target}"),
-            command,
-            &work.join(format!("{label}-{target}.log")),
-            libc::SIGTERM,
-            Duration::from_secs(10),
-        )
+        let log = work.join(format!("{label}-{target}.log"));
+        serve(marketplace, target, env, &log)
     };
     let mut services = vec![
         spawn(
@@ -210,9 +197,54 @@ fn run_services(
     for (name, pid) in service_pids.chain(backend_pids.iter().copied()) {
         command.arg(format!("--watch={name}={pid}"));
     }
-    let status = process::run_foreground(command, &format!("marketplace-bench ({label})"));
+    let status = drive_then_stop(command, label, &mut services, work)?;
+    if !status.success() {
+        bail!(
+            "the {label} benchmark failed ({status}); service logs are in {}",
+            work.display()
+        );
+    }
+    read_summary(&summary_path)
+}
+
+/// Starts `marketplace serve --target <target>` with only `env` of the
+/// variables it reads (none inherited from the caller's shell), logging
+/// to `log`; stopped with SIGTERM, like a pod.
+pub(crate) fn serve(
+    marketplace: &Path,
+    target: &str,
+    env: &[(&str, String)],
+    log: &Path,
+) -> Result<Supervised> {
+    let mut command = Command::new(marketplace);
+    for name in env::ALL {
+        command.env_remove(name);
+    }
+    command
+        .args(["serve", "--target", target])
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    Supervised::spawn(
+        &format!("marketplace {target}"),
+        command,
+        log,
+        libc::SIGTERM,
+        Duration::from_secs(10),
+    )
+}
+
+/// Runs the load driver to its end, then stops `services` whatever its
+/// outcome. Fails when the driver could not run, or when a service exited
+/// before it was stopped (its log is in `work`) or did not stop.
+pub(crate) fn drive_then_stop(
+    driver: Command,
+    label: &str,
+    services: &mut [Supervised],
+    work: &Path,
+) -> Result<ExitStatus> {
+    let status = process::run_foreground(driver, &format!("marketplace-bench ({label})"));
     let mut stop_errors = Vec::new();
-    for service in &mut services {
+    for service in services {
         if let Some(exit) = service.exited() {
             stop_errors.push(format!(
                 "a service exited early ({exit}); see {}",
@@ -224,21 +256,23 @@ fn run_services(
         }
     }
     let status = status?;
-    if !status.success() {
+    if !stop_errors.is_empty() {
         bail!(
-            "the {label} benchmark failed ({status}); service logs are in {}",
-            work.display()
+            "the {label} benchmark ({status}): {}",
+            stop_errors.join("\n")
         );
     }
-    if !stop_errors.is_empty() {
-        bail!("{}", stop_errors.join("\n"));
-    }
-    let text = std::fs::read_to_string(&summary_path)
-        .with_context(|| format!("reading {}", summary_path.display()))?;
+    Ok(status)
+}
+
+/// The JSON the driver wrote with `--summary`.
+pub(crate) fn read_summary(path: &Path) -> Result<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(serde_json::from_str(&text)?)
 }
 
-fn psql(tools: &Tools, url: &str, sql: &str) -> Result<()> {
+pub(crate) fn psql(tools: &Tools, url: &str, sql: &str) -> Result<()> {
     let mut command = Command::new(tools.postgres.join("psql"));
     command.args([
         "--no-psqlrc",
@@ -254,7 +288,7 @@ fn psql(tools: &Tools, url: &str, sql: &str) -> Result<()> {
     Ok(())
 }
 
-fn database_url(server_url: &str, database: &str) -> Result<String> {
+pub(crate) fn database_url(server_url: &str, database: &str) -> Result<String> {
     let (server, _) = server_url
         .rsplit_once('/')
         .with_context(|| format!("{server_url} has no database path"))?;
@@ -294,7 +328,7 @@ fn pgbench_tps(output: &str) -> Option<f64> {
         .and_then(|number| number.parse().ok())
 }
 
-fn operation_entry<'a>(
+pub(crate) fn operation_entry<'a>(
     summary: &'a serde_json::Value,
     operation: &str,
 ) -> Result<&'a serde_json::Value> {
@@ -302,6 +336,16 @@ fn operation_entry<'a>(
         .as_array()
         .and_then(|ops| ops.iter().find(|o| o["operation"] == operation))
         .with_context(|| format!("no {operation} in the benchmark summary"))
+}
+
+/// One operation's numbers from a driver's summary, on one line.
+pub(crate) fn summary_line(label: &str, operation: &str, entry: &serde_json::Value) -> String {
+    format!(
+        "{label:<9} {operation:<16} {:>9.1} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
+        entry["throughput"].as_f64().unwrap_or_default(),
+        entry["p50_ms"].as_f64().unwrap_or_default(),
+        entry["p99_ms"].as_f64().unwrap_or_default(),
+    )
 }
 
 fn throughput(summary: &serde_json::Value, operation: &str) -> Result<f64> {

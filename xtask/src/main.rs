@@ -7,6 +7,7 @@
 
 mod backends;
 mod bench;
+mod bench_gateway;
 mod bench_operator;
 mod cache;
 mod codegen;
@@ -76,6 +77,10 @@ enum Bench {
     /// CreateOrder and product search against the account, catalog and
     /// order services, and pgbench's ceiling for CreateOrder's transaction.
     Services(bench::BenchArgs),
+    /// A weighted mix of GraphQL requests through the gateway (browse
+    /// products, search, an account with its orders, create order), on the
+    /// embedded setup and on the separate services on the real backends.
+    Gateway(bench_gateway::GatewayBenchArgs),
     /// 1 and 50 Marketplaces on the operator and the kwok cluster: time to
     /// children and to Ready, peak memory, API writes once converged.
     Operator(bench_operator::OperatorBenchArgs),
@@ -96,6 +101,11 @@ fn main() -> ExitCode {
             bench: Bench::Services(args),
         } => install()
             .and_then(|tools| bench::services(&tools, &args))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Bench {
+            bench: Bench::Gateway(args),
+        } => install()
+            .and_then(|tools| bench_gateway::gateway(&tools, &args))
             .map(|()| ExitCode::SUCCESS),
         Command::Bench {
             bench: Bench::Operator(args),

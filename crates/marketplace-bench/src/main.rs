@@ -1,9 +1,12 @@
 //! `marketplace-bench`: the load driver behind `cargo xtask bench`. It talks
 //! to services that are already running (xtask starts them), seeds them with
 //! data, then drives one operation at a time at a fixed concurrency for a
-//! fixed time and prints throughput and latency percentiles. `operator`
-//! times a running operator on Marketplaces instead (see [`operator`]).
+//! fixed time and prints throughput and latency percentiles. `gateway`
+//! drives a weighted mix of GraphQL requests through the gateway instead
+//! (see [`gateway`]); `operator` times a running operator on Marketplaces
+//! (see [`operator`]).
 
+mod gateway;
 mod operator;
 
 use std::collections::BTreeMap;
@@ -42,6 +45,9 @@ enum Cli {
         #[arg(long, default_value_t = 3)]
         lines: usize,
     },
+    /// A weighted mix of GraphQL requests (browse, search, an account with
+    /// its orders, create order) against a running gateway.
+    Gateway(gateway::GatewayArgs),
     /// Marketplaces on a running operator: time to their children and to
     /// Ready, the operator's peak memory and its API writes once converged.
     Operator(operator::OperatorArgs),
@@ -103,6 +109,7 @@ async fn main() -> Result<()> {
             print!("{}", pgbench_script(lines));
             Ok(())
         }
+        Cli::Gateway(args) => gateway::run(args).await,
         Cli::Operator(args) => operator::run(args).await,
     }
 }
@@ -291,25 +298,10 @@ async fn services(args: ServicesArgs) -> Result<()> {
         "bench[{}]: concurrency {}, {:?} per operation after {:?} warm-up",
         args.label, args.concurrency, args.duration, args.warmup
     );
-    println!(
-        "{:<10} {:<16} {:>9} {:>7} {:>10} {:>9} {:>9}",
-        "backends", "operation", "requests", "errors", "req/s", "p50 ms", "p99 ms"
-    );
+    print_table_header("backends");
     let results = [("CreateOrder", &create_order), ("SearchProducts", &search)];
     for (operation, stats) in results {
-        println!(
-            "{:<10} {:<16} {:>9} {:>7} {:>10.1} {:>9.2} {:>9.2}",
-            args.label,
-            operation,
-            stats.ok,
-            stats.error_count(),
-            stats.throughput(),
-            stats.percentile_ms(50.0),
-            stats.percentile_ms(99.0),
-        );
-        if !stats.errors.is_empty() {
-            println!("           {operation} errors by code: {:?}", stats.errors);
-        }
+        stats.print_row(&args.label, operation);
     }
     for (operation, stats) in results {
         if stats.cpu_seconds.is_empty() {
@@ -332,24 +324,28 @@ async fn services(args: ServicesArgs) -> Result<()> {
             "concurrency": args.concurrency,
             "duration_seconds": args.duration.as_secs_f64(),
             "lines_per_order": args.lines,
-            "operations": results.iter().map(|(operation, stats)| serde_json::json!({
-                "operation": operation,
-                "requests": stats.ok,
-                "errors": stats.error_count(),
-                "throughput": stats.throughput(),
-                "p50_ms": stats.percentile_ms(50.0),
-                "p99_ms": stats.percentile_ms(99.0),
-                "cpu_ms_per_request": stats.cpu_seconds.iter()
-                    .map(|(name, seconds)| (name.clone(), serde_json::json!(stats.per_request_ms(*seconds))))
-                    .collect::<serde_json::Map<_, _>>(),
-            })).collect::<Vec<_>>(),
+            "operations": results
+                .iter()
+                .map(|(operation, stats)| stats.summary(operation))
+                .collect::<Vec<_>>(),
         });
-        std::fs::write(path, serde_json::to_vec_pretty(&json)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        write_summary(path, &json)?;
     }
-    let failed: u64 = results.iter().map(|(_, s)| s.error_count()).sum();
-    let succeeded: u64 = results.iter().map(|(_, s)| s.ok).sum();
-    if failed * 100 > succeeded {
+    check_failure_rate(results.map(|(_, stats)| stats))
+}
+
+/// Writes a run's results as JSON for `cargo xtask bench` to read back.
+fn write_summary(path: &std::path::Path, json: &serde_json::Value) -> Result<()> {
+    std::fs::write(path, serde_json::to_vec_pretty(json)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Fails when more than 1% of all the calls counted in `results` failed.
+fn check_failure_rate<'a>(results: impl IntoIterator<Item = &'a Stats>) -> Result<()> {
+    let (failed, succeeded) = results.into_iter().fold((0, 0), |(failed, ok), stats| {
+        (failed + stats.error_count(), ok + stats.ok)
+    });
+    if failed * 100 > failed + succeeded {
         bail!(
             "more than 1% of the calls failed ({failed} of {})",
             failed + succeeded
@@ -403,24 +399,19 @@ async fn seed_products(
 ) -> Result<Vec<String>> {
     let calls = (0..count).map(|i| {
         let mut client = client.clone();
-        let mut rng = Rng::new(i as u64 + 1);
-        let mut pick = |n: usize| {
-            (0..n)
-                .map(|_| WORDS[rng.below(WORDS.len())])
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        let name = format!("{} {i}", pick(2));
-        let description = pick(12);
-        let price = Money {
-            minor_units: 50 + (i as i64 * 37) % 20_000,
-        };
+        let SeedProduct {
+            name,
+            description,
+            price_minor_units,
+        } = SeedProduct::new(i);
         async move {
             let response = client
                 .create_product(CreateProductRequest {
                     name,
                     description,
-                    price: Some(price),
+                    price: Some(Money {
+                        minor_units: price_minor_units,
+                    }),
                 })
                 .await?;
             response
@@ -432,6 +423,35 @@ async fn seed_products(
     });
     // Elasticsearch makes each create wait for a refresh: many at once.
     in_parallel(calls, 128).await
+}
+
+/// The `i`th seeded product: words of [`WORDS`] in its name and
+/// description, so that searches for them find something, and a price
+/// that varies.
+#[derive(Debug)]
+struct SeedProduct {
+    name: String,
+    description: String,
+    price_minor_units: i64,
+}
+
+impl SeedProduct {
+    fn new(i: usize) -> Self {
+        let mut rng = Rng::new(i as u64 + 1);
+        let mut pick = |n: usize| {
+            (0..n)
+                .map(|_| WORDS[rng.below(WORDS.len())])
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let name = format!("{} {i}", pick(2));
+        let description = pick(12);
+        Self {
+            name,
+            description,
+            price_minor_units: 50 + (i as i64 * 37) % 20_000,
+        }
+    }
 }
 
 async fn in_parallel<T>(
@@ -458,11 +478,60 @@ where
     Ok(values)
 }
 
-/// What one operation achieved during the measured window.
+/// The warm-up and the measured part of a closed-loop run, shared by all
+/// its workers: calls go on until `end`, and those that began at or after
+/// `start` count.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: Instant,
+    end: Instant,
+}
+
+impl Window {
+    /// A warm-up from now, then `duration` measured.
+    fn after_warmup(warmup: Duration, duration: Duration) -> Self {
+        let start = Instant::now() + warmup;
+        Self {
+            start,
+            end: start + duration,
+        }
+    }
+
+    /// The moment a call begins, or `None` once the run is over.
+    fn begin(&self) -> Option<Instant> {
+        let now = Instant::now();
+        (now < self.end).then_some(now)
+    }
+}
+
+/// Why a call failed: a kind to count failures by (a gRPC code, an HTTP
+/// status, a GraphQL error code) and what the answer said.
 #[derive(Debug)]
+struct Failure {
+    kind: String,
+    message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// The failed calls of one kind, and the message of the first of them.
+#[derive(Debug, Clone)]
+struct Failures {
+    count: u64,
+    first: String,
+}
+
+/// What one operation achieved during the measured window.
+#[derive(Debug, Clone)]
 struct Stats {
     ok: u64,
-    errors: BTreeMap<String, u64>,
+    errors: BTreeMap<String, Failures>,
     elapsed: Duration,
     latency_us: Histogram<u64>,
     /// CPU seconds each watched process used during the measured window.
@@ -470,8 +539,60 @@ struct Stats {
 }
 
 impl Stats {
+    /// Nothing yet, for a window that measures `elapsed`.
+    fn new(elapsed: Duration) -> Result<Self> {
+        Ok(Self {
+            ok: 0,
+            errors: BTreeMap::new(),
+            elapsed,
+            // One microsecond to one minute, three significant digits.
+            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            cpu_seconds: BTreeMap::new(),
+        })
+    }
+
+    /// Counts a call that began at `began` and has just ended, unless it
+    /// began during the warm-up.
+    fn record(&mut self, window: &Window, began: Instant, result: Result<(), Failure>) {
+        if began < window.start {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                self.ok += 1;
+                let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.latency_us.saturating_record(micros.max(1));
+            }
+            Err(failure) => self.fail(failure, 1),
+        }
+    }
+
+    fn fail(&mut self, failure: Failure, count: u64) {
+        self.errors
+            .entry(failure.kind)
+            .or_insert_with(|| Failures {
+                count: 0,
+                first: failure.message,
+            })
+            .count += count;
+    }
+
+    /// Adds what another worker (or operation) counted in the same window.
+    fn merge(&mut self, other: &Self) {
+        self.ok += other.ok;
+        for (kind, failures) in &other.errors {
+            let failure = Failure {
+                kind: kind.clone(),
+                message: failures.first.clone(),
+            };
+            self.fail(failure, failures.count);
+        }
+        // Both histograms have the same bounds, so adding cannot fail.
+        let _ = self.latency_us.add(&other.latency_us);
+    }
+
     fn error_count(&self) -> u64 {
-        self.errors.values().sum()
+        self.errors.values().map(|failures| failures.count).sum()
     }
 
     #[allow(clippy::cast_precision_loss)]
@@ -488,6 +609,51 @@ impl Stats {
     fn percentile_ms(&self, percentile: f64) -> f64 {
         self.latency_us.value_at_percentile(percentile) as f64 / 1000.0
     }
+
+    /// One line of the table [`print_table_header`] starts, and one more per
+    /// kind of failure with its first message.
+    fn print_row(&self, label: &str, operation: &str) {
+        println!(
+            "{label:<10} {operation:<18} {:>9} {:>7} {:>10.1} {:>9.2} {:>9.2}",
+            self.ok,
+            self.error_count(),
+            self.throughput(),
+            self.percentile_ms(50.0),
+            self.percentile_ms(99.0),
+        );
+        for (kind, failures) in &self.errors {
+            println!(
+                "           {operation} failed {} times with {kind}, first: {}",
+                failures.count, failures.first
+            );
+        }
+    }
+
+    /// The numbers of [`Stats::print_row`] as JSON, for the summary file.
+    fn summary(&self, operation: &str) -> serde_json::Value {
+        serde_json::json!({
+            "operation": operation,
+            "requests": self.ok,
+            "errors": self.error_count(),
+            "throughput": self.throughput(),
+            "p50_ms": self.percentile_ms(50.0),
+            "p99_ms": self.percentile_ms(99.0),
+            "first_errors": self.errors.iter()
+                .map(|(kind, failures)| (kind.clone(), serde_json::json!(failures.first)))
+                .collect::<serde_json::Map<_, _>>(),
+            "cpu_ms_per_request": self.cpu_seconds.iter()
+                .map(|(name, seconds)| (name.clone(), serde_json::json!(self.per_request_ms(*seconds))))
+                .collect::<serde_json::Map<_, _>>(),
+        })
+    }
+}
+
+/// The header of the table [`Stats::print_row`] prints lines of.
+fn print_table_header(label: &str) {
+    println!(
+        "{label:<10} {:<18} {:>9} {:>7} {:>10} {:>9} {:>9}",
+        "operation", "requests", "errors", "req/s", "p50 ms", "p99 ms"
+    );
 }
 
 /// Runs `call` from `args.concurrency` workers in a closed loop: warm-up
@@ -497,82 +663,66 @@ where
     F: Fn(&mut Rng) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<(), tonic::Status>> + Send,
 {
-    let template = new_histogram()?;
-    let start = Instant::now() + args.warmup;
-    let end = start + args.duration;
-    let cpu = {
-        let watch = args.watch.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep_until(start.into()).await;
-            let before = cpu_ticks(&watch);
-            tokio::time::sleep_until(end.into()).await;
-            let after = cpu_ticks(&watch);
-            watch
-                .iter()
-                .map(|(name, _)| {
-                    let used = after.get(name).copied().unwrap_or(0)
-                        - before.get(name).copied().unwrap_or(0);
-                    #[allow(clippy::cast_precision_loss)]
-                    let seconds = used as f64 / CLOCK_TICKS_PER_SECOND;
-                    (name.clone(), seconds)
-                })
-                .collect::<BTreeMap<_, _>>()
-        })
-    };
+    let window = Window::after_warmup(args.warmup, args.duration);
+    let template = Stats::new(args.duration)?;
+    let cpu = cpu_during(args.watch.clone(), window);
     let workers: Vec<_> = (0..args.concurrency)
         .map(|worker| {
             let call = call.clone();
-            let mut latency = template.clone();
+            let mut stats = template.clone();
             tokio::spawn(async move {
-                let mut rng = Rng::new(0x9e37_79b9 ^ (worker as u64 + 1));
-                let mut ok = 0;
-                let mut errors = BTreeMap::<String, u64>::new();
-                loop {
-                    let began = Instant::now();
-                    if began >= end {
-                        break;
-                    }
-                    let result = call(&mut rng).await;
-                    if began < start {
-                        continue;
-                    }
-                    match result {
-                        Ok(()) => {
-                            ok += 1;
-                            let micros =
-                                u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
-                            latency.saturating_record(micros.max(1));
-                        }
-                        Err(status) => {
-                            *errors.entry(format!("{:?}", status.code())).or_default() += 1;
-                        }
-                    }
+                let mut rng = Rng::for_worker(worker);
+                while let Some(began) = window.begin() {
+                    let result = call(&mut rng).await.map_err(|status| Failure {
+                        kind: format!("{:?}", status.code()),
+                        message: status.message().to_owned(),
+                    });
+                    stats.record(&window, began, result);
                 }
-                (ok, errors, latency)
+                stats
             })
         })
         .collect();
-    let mut stats = Stats {
-        ok: 0,
-        errors: BTreeMap::new(),
-        elapsed: args.duration,
-        latency_us: template,
-        cpu_seconds: BTreeMap::new(),
-    };
+    let mut total = template;
     for worker in workers {
         match worker.await {
-            Ok((ok, errors, latency)) => {
-                stats.ok += ok;
-                for (code, count) in errors {
-                    *stats.errors.entry(code).or_default() += count;
-                }
-                let _ = stats.latency_us.add(&latency);
-            }
-            Err(_) => *stats.errors.entry("worker panicked".into()).or_default() += 1,
+            Ok(stats) => total.merge(&stats),
+            Err(e) => total.fail(worker_panicked(&e), 1),
         }
     }
-    stats.cpu_seconds = cpu.await.unwrap_or_default();
-    Ok(stats)
+    total.cpu_seconds = cpu.await.unwrap_or_default();
+    Ok(total)
+}
+
+fn worker_panicked(error: &tokio::task::JoinError) -> Failure {
+    Failure {
+        kind: "worker panicked".to_owned(),
+        message: error.to_string(),
+    }
+}
+
+/// The CPU seconds each watched process (with its descendants) uses during
+/// the measured part of `window`.
+fn cpu_during(
+    watch: Vec<(String, u32)>,
+    window: Window,
+) -> tokio::task::JoinHandle<BTreeMap<String, f64>> {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(window.start.into()).await;
+        let before = cpu_ticks(&watch);
+        tokio::time::sleep_until(window.end.into()).await;
+        let after = cpu_ticks(&watch);
+        watch
+            .iter()
+            .map(|(name, _)| {
+                let used =
+                    after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+                #[allow(clippy::cast_precision_loss)]
+                let seconds = used as f64 / CLOCK_TICKS_PER_SECOND;
+                (name.clone(), seconds)
+            })
+            .collect()
+    })
 }
 
 /// `/proc/<pid>/stat` counts CPU time in USER_HZ ticks, 100 per second on
@@ -631,11 +781,6 @@ fn cpu_ticks(watch: &[(String, u32)]) -> BTreeMap<String, i64> {
         .collect()
 }
 
-fn new_histogram() -> Result<Histogram<u64>> {
-    // One microsecond to one minute, three significant digits.
-    Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -666,6 +811,12 @@ struct Rng(u64);
 impl Rng {
     fn new(seed: u64) -> Self {
         Self(seed.max(1))
+    }
+
+    /// A generator of its own for each worker of a run, the same in
+    /// every run.
+    fn for_worker(worker: usize) -> Self {
+        Self::new(0x9e37_79b9 ^ (worker as u64 + 1))
     }
 
     fn next(&mut self) -> u64 {

@@ -1,0 +1,398 @@
+//! `cargo xtask bench gateway`: the GraphQL gateway driven by
+//! `marketplace-bench gateway` with a weighted mix of a shop's requests,
+//! first on the embedded setup (one `marketplace serve --target all`
+//! process on SQLite and tantivy), then on the separate processes (account,
+//! catalog, order and gateway) on real PostgreSQL and Elasticsearch.
+//!
+//! Every process listens on 127.0.0.1 port 0 and is wired to the others by
+//! the address it logs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use marketplace_config::{env, parse_duration};
+
+use crate::backends::Backends;
+use crate::bench::{
+    build_release, database_url, drive_then_stop, operation_entry, psql, read_summary, serve,
+    summary_line,
+};
+use crate::install::Tools;
+use crate::process::{self, Supervised};
+use crate::signals;
+
+/// The operations of the driver's mix, as its summary names them.
+const OPERATIONS: [&str; 4] = [
+    "browse products",
+    "search",
+    "account + orders",
+    "create order",
+];
+
+/// Log filter of the benchmarked processes: the lines that report their
+/// addresses, and problems.
+const RUST_LOG: &str = "warn,marketplace_grpc=info,marketplace_gateway::startup=info";
+
+/// How long a process may take from start to logging its address
+/// (Elasticsearch index creation and migrations included).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct GatewayBenchArgs {
+    /// Requests in flight at any time.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// How long each setup is measured (`30s`, `5s`, `2m`).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// How long each setup runs before measuring starts.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    warmup: Duration,
+}
+
+/// What one setup's run left: the driver's summary, and whether the driver
+/// succeeded (it fails when more than 1% of the requests failed).
+struct Run {
+    label: &'static str,
+    summary: serde_json::Value,
+    passed: bool,
+}
+
+pub(crate) fn gateway(tools: &Tools, args: &GatewayBenchArgs) -> Result<()> {
+    let release = build_release(&["marketplace", "marketplace-bench"])?;
+
+    let backends = Backends::start(tools, false)?;
+    let result = run(tools, &backends, &release, args);
+    let shutdown = backends.shutdown();
+    if let (Err(_), Err(e)) = (&result, &shutdown) {
+        eprintln!("error while stopping the backends: {e:#}");
+    }
+    let runs = result?;
+    shutdown?;
+    print_summary(&runs, args);
+    let failed: Vec<&str> = runs
+        .iter()
+        .filter(|run| !run.passed)
+        .map(|run| run.label)
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "more than 1% of the requests failed on: {}",
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn run(
+    tools: &Tools,
+    backends: &Backends,
+    release: &Path,
+    args: &GatewayBenchArgs,
+) -> Result<Vec<Run>> {
+    let bench = Bench {
+        marketplace: release.join("marketplace"),
+        driver: release.join("marketplace-bench"),
+        work: backends.run_dir().join("bench-gateway"),
+        args,
+    };
+    std::fs::create_dir_all(&bench.work)?;
+    let embedded = bench.embedded()?;
+    signals::check()?;
+
+    let pg_url = backends
+        .var("MARKETPLACE_TEST_POSTGRES_URL")
+        .context("PostgreSQL did not start")?;
+    let es_url = backends
+        .var("MARKETPLACE_TEST_ELASTICSEARCH_URL")
+        .context("Elasticsearch did not start")?;
+    for database in ["bench_gateway_account", "bench_gateway_order"] {
+        psql(tools, pg_url, &format!("CREATE DATABASE {database}"))?;
+    }
+    let real = bench.real(
+        &database_url(pg_url, "bench_gateway_account")?,
+        es_url,
+        &database_url(pg_url, "bench_gateway_order")?,
+        &backends.pids(),
+    )?;
+    Ok(vec![embedded, real])
+}
+
+struct Bench<'a> {
+    marketplace: PathBuf,
+    driver: PathBuf,
+    work: PathBuf,
+    args: &'a GatewayBenchArgs,
+}
+
+impl Bench<'_> {
+    /// Everything in one process on embedded storage in a fresh directory.
+    fn embedded(&self) -> Result<Run> {
+        const LABEL: &str = "embedded";
+        println!("==> {LABEL}: starting marketplace serve --target all");
+        let data_dir = self.work.join("embedded-data");
+        let all = self.serve(
+            LABEL,
+            "all",
+            &[
+                (env::DATA_DIR, data_dir.display().to_string()),
+                (env::ACCOUNT_LISTEN_ADDR, loopback_port_0()),
+                (env::CATALOG_LISTEN_ADDR, loopback_port_0()),
+                (env::ORDER_LISTEN_ADDR, loopback_port_0()),
+                (env::GATEWAY_LISTEN_ADDR, loopback_port_0()),
+            ],
+        )?;
+        let mut services = vec![all];
+        let gateway = self.logged_address(&mut services[0], LABEL, "all", "serving GraphQL")?;
+        let watch = self.watch(&services, &["marketplace"], &[]);
+        self.drive(LABEL, &gateway, &watch, &mut services)
+    }
+
+    /// The gateway and the three services as separate processes on
+    /// PostgreSQL and Elasticsearch.
+    fn real(
+        &self,
+        account_db: &str,
+        search_url: &str,
+        order_db: &str,
+        backend_pids: &[(&str, u32)],
+    ) -> Result<Run> {
+        const LABEL: &str = "real";
+        println!("==> {LABEL}: starting account, catalog, order and gateway");
+        let mut services = Vec::new();
+        services.push(self.serve(
+            LABEL,
+            "account",
+            &[
+                (env::ACCOUNT_LISTEN_ADDR, loopback_port_0()),
+                (env::ACCOUNT_DATABASE_URL, account_db.to_owned()),
+            ],
+        )?);
+        services.push(self.serve(
+            LABEL,
+            "catalog",
+            &[
+                (env::CATALOG_LISTEN_ADDR, loopback_port_0()),
+                (env::CATALOG_SEARCH_URL, search_url.to_owned()),
+                (env::CATALOG_INDEX_NAME, "bench-gateway-products".to_owned()),
+            ],
+        )?);
+        let account = self.grpc_url(&mut services[0], LABEL, "account")?;
+        let catalog = self.grpc_url(&mut services[1], LABEL, "catalog")?;
+        services.push(self.serve(
+            LABEL,
+            "order",
+            &[
+                (env::ORDER_LISTEN_ADDR, loopback_port_0()),
+                (env::ORDER_DATABASE_URL, order_db.to_owned()),
+                (env::ORDER_ACCOUNT_URL, account.clone()),
+                (env::ORDER_CATALOG_URL, catalog.clone()),
+            ],
+        )?);
+        let order = self.grpc_url(&mut services[2], LABEL, "order")?;
+        services.push(self.serve(
+            LABEL,
+            "gateway",
+            &[
+                (env::GATEWAY_LISTEN_ADDR, loopback_port_0()),
+                (env::GATEWAY_ACCOUNT_URL, account),
+                (env::GATEWAY_CATALOG_URL, catalog),
+                (env::GATEWAY_ORDER_URL, order),
+            ],
+        )?);
+        let gateway = self.logged_address(&mut services[3], LABEL, "gateway", "serving GraphQL")?;
+        let watch = self.watch(
+            &services,
+            &["account", "catalog", "order", "gateway"],
+            backend_pids,
+        );
+        self.drive(LABEL, &gateway, &watch, &mut services)
+    }
+
+    fn serve(&self, label: &str, target: &str, env: &[(&str, String)]) -> Result<Supervised> {
+        let mut env = env.to_vec();
+        env.extend([
+            ("RUST_LOG", RUST_LOG.to_owned()),
+            ("NO_COLOR", "1".to_owned()),
+        ]);
+        serve(&self.marketplace, target, &env, &self.log(label, target))
+    }
+
+    fn log(&self, label: &str, target: &str) -> PathBuf {
+        self.work.join(format!("{label}-{target}.log"))
+    }
+
+    fn grpc_url(&self, service: &mut Supervised, label: &str, target: &str) -> Result<String> {
+        let address = self.logged_address(service, label, target, "serving gRPC")?;
+        Ok(format!("http://{address}"))
+    }
+
+    /// Waits until `service` logs a line with `marker` and returns the
+    /// address that line names.
+    fn logged_address(
+        &self,
+        service: &mut Supervised,
+        label: &str,
+        target: &str,
+        marker: &str,
+    ) -> Result<String> {
+        let log = self.log(label, target);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(address) = address_in(&text, marker) {
+                return Ok(address);
+            }
+            if let Some(exit) = service.exited() {
+                bail!(
+                    "marketplace {target} ({label}) exited ({exit}) before serving; its last lines:\n{}",
+                    process::tail(&log, 40)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "marketplace {target} ({label}) logged no {marker:?} within {START_TIMEOUT:?}; its last lines:\n{}",
+                    process::tail(&log, 40)
+                );
+            }
+            signals::check()?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `--watch` arguments for the driver: each service by its name, and
+    /// the backends.
+    fn watch(
+        &self,
+        services: &[Supervised],
+        names: &[&str],
+        backend_pids: &[(&str, u32)],
+    ) -> Vec<String> {
+        let service_pids = names
+            .iter()
+            .zip(services)
+            .filter_map(|(name, service)| Some((*name, service.pid()?)));
+        service_pids
+            .chain(backend_pids.iter().copied())
+            .map(|(name, pid)| format!("--watch={name}={pid}"))
+            .collect()
+    }
+
+    /// Runs the driver against the gateway at `gateway`, then stops
+    /// `services`.
+    fn drive(
+        &self,
+        label: &'static str,
+        gateway: &str,
+        watch: &[String],
+        services: &mut [Supervised],
+    ) -> Result<Run> {
+        let summary_path = self.work.join(format!("{label}.json"));
+        let mut command = Command::new(&self.driver);
+        command
+            .arg("gateway")
+            .args(["--url", &format!("http://{gateway}")])
+            .args(["--label", label])
+            .arg(format!("--concurrency={}", self.args.concurrency))
+            .arg(format!("--duration={}ms", self.args.duration.as_millis()))
+            .arg(format!("--warmup={}ms", self.args.warmup.as_millis()))
+            .args(watch)
+            .arg("--summary")
+            .arg(&summary_path);
+        let status = drive_then_stop(command, label, services, &self.work)?;
+        // A run with too many failed requests still wrote its numbers.
+        match read_summary(&summary_path) {
+            Ok(summary) => Ok(Run {
+                label,
+                summary,
+                passed: status.success(),
+            }),
+            Err(_) if !status.success() => bail!(
+                "the {label} benchmark failed ({status}); the logs are in {}",
+                self.work.display()
+            ),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn loopback_port_0() -> String {
+    "127.0.0.1:0".to_owned()
+}
+
+/// The `address=` of the first log line that contains `marker`.
+fn address_in(log: &str, marker: &str) -> Option<String> {
+    log.lines()
+        .filter(|line| line.contains(marker))
+        .find_map(|line| line.split("address=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+}
+
+fn print_summary(runs: &[Run], args: &GatewayBenchArgs) {
+    println!();
+    println!(
+        "==> summary (concurrency {}, {:?} measured after {:?} warm-up)",
+        args.concurrency, args.duration, args.warmup
+    );
+    let mut machine = serde_json::Map::new();
+    for run in runs {
+        let mut numbers = serde_json::Map::new();
+        let operations = OPERATIONS
+            .iter()
+            .filter_map(|&operation| {
+                Some((operation, operation_entry(&run.summary, operation).ok()?))
+            })
+            .chain([("total", &run.summary["total"])]);
+        for (operation, entry) in operations {
+            println!("    {}", summary_line(run.label, operation, entry));
+            let fields = ["throughput", "p50_ms", "p99_ms", "errors"];
+            let brief = fields.map(|field| (field.to_owned(), entry[field].clone()));
+            numbers.insert(
+                operation.to_owned(),
+                serde_json::Value::Object(brief.into_iter().collect()),
+            );
+        }
+        let cpu = &run.summary["cpu_seconds"];
+        if let Some(seconds) = cpu.as_object() {
+            let used: Vec<String> = seconds
+                .iter()
+                .map(|(name, s)| format!("{name} {:.1}", s.as_f64().unwrap_or_default()))
+                .collect();
+            println!(
+                "    {:<9} CPU s while measured: {}",
+                run.label,
+                used.join(", ")
+            );
+        }
+        numbers.insert("cpu_seconds".to_owned(), cpu.clone());
+        machine.insert(run.label.to_owned(), serde_json::Value::Object(numbers));
+    }
+    println!(
+        "bench-gateway-summary {}",
+        serde_json::Value::Object(machine)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_is_read_from_the_line_that_reports_it() {
+        let log = "2026-01-01T00:00:00Z  INFO marketplace_grpc: serving gRPC address=127.0.0.1:40001 service=marketplace.account.v1.AccountService\n\
+                   2026-01-01T00:00:00Z  INFO marketplace_gateway::startup: serving GraphQL address=127.0.0.1:40004 playground=http://127.0.0.1:40004/playground\n";
+
+        assert_eq!(
+            address_in(log, "serving GraphQL").as_deref(),
+            Some("127.0.0.1:40004")
+        );
+        assert_eq!(
+            address_in(log, "serving gRPC").as_deref(),
+            Some("127.0.0.1:40001")
+        );
+        assert_eq!(address_in("starting\n", "serving gRPC"), None);
+    }
+}
