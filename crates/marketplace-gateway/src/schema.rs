@@ -78,14 +78,17 @@ pub struct PaginationInput {
 }
 
 impl PaginationInput {
-    fn checked(pagination: Option<Self>) -> async_graphql::Result<(u32, u32)> {
+    /// Skip and take, checked; `None` for an empty page (`take: 0`), which
+    /// needs no call.
+    fn page(pagination: Option<Self>) -> async_graphql::Result<Option<(u32, u32)>> {
         let pagination = pagination.unwrap_or_default();
         let skip = match pagination.skip {
             None => 0,
             Some(skip) => u32::try_from(skip)
                 .map_err(|_| bad_input(format!("skip must not be negative (got {skip})")))?,
         };
-        Ok((skip, checked_take(pagination.take, "take")?))
+        let take = checked_take(pagination.take, "take")?;
+        Ok((take > 0).then_some((skip, take)))
     }
 }
 
@@ -181,10 +184,9 @@ impl Query {
                 .await?;
             return Ok(vec![required(answer.account, "account")?.try_into()?]);
         }
-        let (skip, take) = PaginationInput::checked(pagination)?;
-        if take == 0 {
+        let Some((skip, take)) = PaginationInput::page(pagination)? else {
             return Ok(Vec::new());
-        }
+        };
         let answer = downstream
             .call(
                 Service::Account,
@@ -224,10 +226,9 @@ impl Query {
                 .await?;
             return Ok(vec![required(answer.product, "product")?.try_into()?]);
         }
-        let (skip, take) = PaginationInput::checked(pagination)?;
-        if take == 0 {
+        let Some((skip, take)) = PaginationInput::page(pagination)? else {
             return Ok(Vec::new());
-        }
+        };
         let mut client = downstream.catalog.clone();
         let products = match query.filter(|query| !query.trim().is_empty()) {
             Some(query) => {
