@@ -10,7 +10,6 @@
 //! own (ureq, blocking): on a machine the driver shares with the services,
 //! a thread per connection costs less CPU than an async client would.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::{
     Failure, Rng, SeedProduct, Stats, WORDS, Window, check_failure_rate, cpu_during, in_parallel,
-    parse_watch, print_table_header, worker_panicked, write_summary,
+    print_table_header, worker_panicked, write_summary,
 };
 
 #[derive(Debug, clap::Args)]
@@ -46,16 +45,8 @@ pub(crate) struct GatewayArgs {
     /// Orders placed for each account before measuring.
     #[arg(long, default_value_t = 3)]
     orders_per_account: usize,
-    /// Names the run in the output (`embedded`, `real`).
-    #[arg(long)]
-    label: String,
-    /// A process to report CPU time for, as NAME=PID (its child processes
-    /// count too). Repeatable; the driver itself is always reported.
-    #[arg(long = "watch", value_parser = parse_watch)]
-    watch: Vec<(String, u32)>,
-    /// Also write the results as JSON here.
-    #[arg(long)]
-    summary: Option<PathBuf>,
+    #[command(flatten)]
+    report: crate::Report,
 }
 
 /// Products on a page of the browse and search operations.
@@ -313,7 +304,7 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<()> {
     let seeded = Arc::new(seed(&client, &args).await?);
     println!(
         "bench[{}]: seeded {} accounts, {} products and {} orders in {:.1?}",
-        args.label,
+        args.report.label,
         seeded.account_ids.len(),
         seeded.product_ids.len(),
         seeded.account_ids.len() * args.orders_per_account,
@@ -321,7 +312,7 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<()> {
     );
     check_seeded_answers(&client, &seeded).await?;
 
-    let mut watch = args.watch.clone();
+    let mut watch = args.report.watch.clone();
     watch.push(("driver".to_owned(), std::process::id()));
     let window = Window::after_warmup(args.warmup, args.duration);
     let template = Stats::new(args.duration)?;
@@ -350,9 +341,9 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<()> {
     total.cpu_seconds = cpu.await.unwrap_or_default();
 
     print_results(&args, &by_operation, &total);
-    if let Some(path) = &args.summary {
+    if let Some(path) = &args.report.summary {
         let json = json!({
-            "label": args.label,
+            "label": args.report.label,
             "concurrency": args.concurrency,
             "duration_seconds": args.duration.as_secs_f64(),
             "warmup_seconds": args.warmup.as_secs_f64(),
@@ -489,7 +480,7 @@ fn print_results(args: &GatewayArgs, by_operation: &[Stats], total: &Stats) {
         .collect();
     println!(
         "bench[{}]: concurrency {}, {:?} measured after {:?} warm-up; weights: {}",
-        args.label,
+        args.report.label,
         args.concurrency,
         args.duration,
         args.warmup,
@@ -497,9 +488,9 @@ fn print_results(args: &GatewayArgs, by_operation: &[Stats], total: &Stats) {
     );
     print_table_header("setup");
     for (operation, stats) in Operation::ALL.iter().zip(by_operation) {
-        stats.print_row(&args.label, operation.name());
+        stats.print_row(&args.report.label, operation.name());
     }
-    total.print_row(&args.label, "total");
+    total.print_row(&args.report.label, "total");
     if total.cpu_seconds.is_empty() {
         return;
     }

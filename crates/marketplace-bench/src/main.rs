@@ -53,6 +53,22 @@ enum Cli {
     Operator(operator::OperatorArgs),
 }
 
+/// How a driver's run is named and what it reports besides its table.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Report {
+    /// Names the run in the output (`real`, `embedded`).
+    #[arg(long)]
+    pub(crate) label: String,
+    /// A process to report CPU time per request for, as NAME=PID (its child
+    /// processes count too, as PostgreSQL's backends do). Repeatable; the
+    /// driver itself is always reported.
+    #[arg(long = "watch", value_parser = parse_watch)]
+    pub(crate) watch: Vec<(String, u32)>,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    pub(crate) summary: Option<PathBuf>,
+}
+
 #[derive(Debug, clap::Args)]
 struct ServicesArgs {
     #[arg(long)]
@@ -79,16 +95,8 @@ struct ServicesArgs {
     /// Lines per order (distinct products).
     #[arg(long, default_value_t = 3)]
     lines: usize,
-    /// Names the run in the output (`real`, `embedded`).
-    #[arg(long)]
-    label: String,
-    /// A process to report CPU time per request for, as NAME=PID (its child
-    /// processes count too, as PostgreSQL's backends do). Repeatable.
-    #[arg(long = "watch", value_parser = parse_watch)]
-    watch: Vec<(String, u32)>,
-    /// Also write the results as JSON here.
-    #[arg(long)]
-    summary: Option<PathBuf>,
+    #[command(flatten)]
+    report: Report,
 }
 
 fn parse_watch(text: &str) -> Result<(String, u32), String> {
@@ -245,7 +253,7 @@ async fn services(args: ServicesArgs) -> Result<()> {
     }
     println!(
         "bench[{}]: seeded {} accounts and {} products in {:.1?}",
-        args.label,
+        args.report.label,
         account_ids.len(),
         product_ids.len(),
         seed_started.elapsed()
@@ -296,12 +304,12 @@ async fn services(args: ServicesArgs) -> Result<()> {
 
     println!(
         "bench[{}]: concurrency {}, {:?} per operation after {:?} warm-up",
-        args.label, args.concurrency, args.duration, args.warmup
+        args.report.label, args.concurrency, args.duration, args.warmup
     );
     print_table_header("backends");
     let results = [("CreateOrder", &create_order), ("SearchProducts", &search)];
     for (operation, stats) in results {
-        stats.print_row(&args.label, operation);
+        stats.print_row(&args.report.label, operation);
     }
     for (operation, stats) in results {
         if stats.cpu_seconds.is_empty() {
@@ -318,9 +326,9 @@ async fn services(args: ServicesArgs) -> Result<()> {
             stats.per_request_ms(stats.cpu_seconds.values().sum())
         );
     }
-    if let Some(path) = &args.summary {
+    if let Some(path) = &args.report.summary {
         let json = serde_json::json!({
-            "label": args.label,
+            "label": args.report.label,
             "concurrency": args.concurrency,
             "duration_seconds": args.duration.as_secs_f64(),
             "lines_per_order": args.lines,
@@ -665,7 +673,7 @@ where
 {
     let window = Window::after_warmup(args.warmup, args.duration);
     let template = Stats::new(args.duration)?;
-    let cpu = cpu_during(args.watch.clone(), window);
+    let cpu = cpu_during(args.report.watch.clone(), window);
     let workers: Vec<_> = (0..args.concurrency)
         .map(|worker| {
             let call = call.clone();
