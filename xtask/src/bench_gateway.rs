@@ -322,13 +322,21 @@ fn loopback_port_0() -> String {
     "127.0.0.1:0".to_owned()
 }
 
-/// The `address=` of the first log line that contains `marker`.
+/// The address of the first log line that contains `marker`: its
+/// `"address"` field when the line is JSON, else its `address=`.
 fn address_in(log: &str, marker: &str) -> Option<String> {
     log.lines()
         .filter(|line| line.contains(marker))
-        .find_map(|line| line.split("address=").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(str::to_owned)
+        .find_map(
+            |line| match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(fields) => fields["address"].as_str().map(str::to_owned),
+                Err(_) => line
+                    .split("address=")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .map(str::to_owned),
+            },
+        )
 }
 
 fn print_summary(runs: &[Run], args: &GatewayBenchArgs) {

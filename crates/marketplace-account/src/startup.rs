@@ -17,12 +17,16 @@ use crate::storage::Accounts;
 #[derive(Debug)]
 pub struct Application {
     store: Accounts,
+    shared: marketplace_grpc::Shared,
     listener: Listener,
 }
 
 impl Application {
     /// Connects to the store (creating schema/index if needed) and binds the listener.
-    pub async fn build(config: AccountConfig) -> anyhow::Result<Self> {
+    pub async fn build(
+        config: AccountConfig,
+        shared: &marketplace_grpc::Shared,
+    ) -> anyhow::Result<Self> {
         let url = config.database_url.with_context(|| {
             format!(
                 "{ACCOUNT_DATABASE_URL} is not set: give the account database as a \
@@ -40,11 +44,20 @@ impl Application {
         let listener = Listener::bind(config.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
-        Ok(Self { store, listener })
+        Ok(Self {
+            store,
+            listener,
+            shared: shared.clone(),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr()
+    }
+
+    /// What must be up for the service to be ready (its store).
+    pub fn readiness(&self) -> Vec<marketplace_telemetry::Readiness> {
+        Vec::new()
     }
 
     /// Serves until `shutdown` completes, then finishes the calls in flight.
@@ -54,7 +67,16 @@ impl Application {
     ) -> anyhow::Result<()> {
         let routes = Routes::new(AccountServiceServer::new(AccountGrpc::new(self.store)));
         self.listener
-            .serve(SERVICE_NAME, routes, shutdown)
+            .serve(
+                marketplace_grpc::Serving {
+                    service_name: SERVICE_NAME,
+                    component: "account",
+                    metrics: self.shared.metrics.clone(),
+                    readiness: Vec::new(),
+                },
+                routes,
+                shutdown,
+            )
             .await
             .context("the account service's gRPC server failed")
     }

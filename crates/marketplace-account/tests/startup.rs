@@ -11,9 +11,12 @@ use marketplace_config::SecretUrl;
 use crate::common::config;
 
 async fn build_error(url: Option<&str>) -> String {
-    let error = Application::build(config(url.map(SecretUrl::new)))
-        .await
-        .unwrap_err();
+    let error = Application::build(
+        config(url.map(SecretUrl::new)),
+        &marketplace_grpc::Shared::default(),
+    )
+    .await
+    .unwrap_err();
     format!("{error:#}")
 }
 
@@ -75,7 +78,12 @@ async fn a_pool_of_zero_connections_is_refused() {
     let mut config = config(Some(common::sqlite_url(&dir)));
     config.database_pool_size = 0;
 
-    let error = format!("{:#}", Application::build(config).await.unwrap_err());
+    let error = format!(
+        "{:#}",
+        Application::build(config, &marketplace_grpc::Shared::default())
+            .await
+            .unwrap_err()
+    );
 
     assert!(
         error.contains("MARKETPLACE_ACCOUNT_DATABASE_POOL_SIZE must be at least 1"),

@@ -17,13 +17,17 @@ use crate::storage::Products;
 #[derive(Debug)]
 pub struct Application {
     listener: Listener,
+    shared: marketplace_grpc::Shared,
     products: Products,
 }
 
 impl Application {
     /// Connects to the store (creating the index if needed) and binds the
     /// listener.
-    pub async fn build(config: CatalogConfig) -> anyhow::Result<Self> {
+    pub async fn build(
+        config: CatalogConfig,
+        shared: &marketplace_grpc::Shared,
+    ) -> anyhow::Result<Self> {
         let url = config.search_url.with_context(|| {
             format!(
                 "{CATALOG_SEARCH_URL} is not set: give an Elasticsearch 7 URL \
@@ -41,11 +45,20 @@ impl Application {
         let listener = Listener::bind(config.listen_addr)
             .await
             .with_context(|| format!("binding {}", config.listen_addr))?;
-        Ok(Self { listener, products })
+        Ok(Self {
+            listener,
+            products,
+            shared: shared.clone(),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr()
+    }
+
+    /// What must be up for the service to be ready (its store).
+    pub fn readiness(&self) -> Vec<marketplace_telemetry::Readiness> {
+        Vec::new()
     }
 
     /// Serves until `shutdown` completes, then lets calls in flight finish.
@@ -55,7 +68,16 @@ impl Application {
     ) -> anyhow::Result<()> {
         let routes = Routes::new(CatalogServiceServer::new(CatalogGrpc::new(self.products)));
         self.listener
-            .serve(SERVICE_NAME, routes, shutdown)
+            .serve(
+                marketplace_grpc::Serving {
+                    service_name: SERVICE_NAME,
+                    component: "catalog",
+                    metrics: self.shared.metrics.clone(),
+                    readiness: Vec::new(),
+                },
+                routes,
+                shutdown,
+            )
             .await
             .context("serving gRPC")
     }

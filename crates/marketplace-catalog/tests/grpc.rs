@@ -39,7 +39,9 @@ fn config(url: &str, index_name: &str) -> CatalogConfig {
 }
 
 async fn start(config: CatalogConfig, directory: Option<TempDir>) -> Running {
-    let application = Application::build(config).await.unwrap();
+    let application = Application::build(config, &marketplace_grpc::Shared::default())
+        .await
+        .unwrap();
     let address = application.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(application.run_until_stopped(async {
@@ -599,9 +601,12 @@ async fn the_service_starts_only_with_a_reachable_elasticsearch() {
     let url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
 
-    let error = Application::build(config(&url, "products"))
-        .await
-        .unwrap_err();
+    let error = Application::build(
+        config(&url, "products"),
+        &marketplace_grpc::Shared::default(),
+    )
+    .await
+    .unwrap_err();
 
     assert!(format!("{error:#}").contains("unavailable"), "{error:#}");
 }
@@ -625,9 +630,12 @@ async fn the_service_refuses_to_start_on_an_index_with_the_seed_mapping() {
         }))
         .await;
 
-    let error = Application::build(config(index.url(), index.name()))
-        .await
-        .unwrap_err();
+    let error = Application::build(
+        config(index.url(), index.name()),
+        &marketplace_grpc::Shared::default(),
+    )
+    .await
+    .unwrap_err();
 
     let message = format!("{error:#}");
     for needle in [
@@ -646,7 +654,9 @@ async fn a_missing_search_url_names_the_variable() {
         ..config("http://unused", "products")
     };
 
-    let error = Application::build(config).await.unwrap_err();
+    let error = Application::build(config, &marketplace_grpc::Shared::default())
+        .await
+        .unwrap_err();
 
     assert!(
         error.to_string().contains("MARKETPLACE_CATALOG_SEARCH_URL"),
@@ -656,9 +666,12 @@ async fn a_missing_search_url_names_the_variable() {
 
 #[tokio::test]
 async fn an_unsupported_search_url_names_the_variable() {
-    let error = Application::build(config("sqlite://catalog.db", "products"))
-        .await
-        .unwrap_err();
+    let error = Application::build(
+        config("sqlite://catalog.db", "products"),
+        &marketplace_grpc::Shared::default(),
+    )
+    .await
+    .unwrap_err();
 
     assert!(
         format!("{error:#}").contains("MARKETPLACE_CATALOG_SEARCH_URL"),

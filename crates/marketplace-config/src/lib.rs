@@ -43,7 +43,20 @@ pub mod env {
     pub const GATEWAY_MAX_QUERY_COMPLEXITY: &str = "MARKETPLACE_GATEWAY_MAX_QUERY_COMPLEXITY";
     pub const GATEWAY_MAX_BODY_BYTES: &str = "MARKETPLACE_GATEWAY_MAX_BODY_BYTES";
 
+    pub const GATEWAY_CACHE_TTL: &str = "MARKETPLACE_GATEWAY_CACHE_TTL";
+    pub const GATEWAY_CACHE_CAPACITY: &str = "MARKETPLACE_GATEWAY_CACHE_CAPACITY";
+
     pub const DATA_DIR: &str = "MARKETPLACE_DATA_DIR";
+
+    pub const ADMIN_LISTEN_ADDR: &str = "MARKETPLACE_ADMIN_LISTEN_ADDR";
+    pub const LOG_FORMAT: &str = "MARKETPLACE_LOG_FORMAT";
+    pub const OTLP_ENDPOINT: &str = "MARKETPLACE_OTLP_ENDPOINT";
+
+    pub const RETRY_MAX_ATTEMPTS: &str = "MARKETPLACE_RETRY_MAX_ATTEMPTS";
+    pub const RETRY_INITIAL_BACKOFF: &str = "MARKETPLACE_RETRY_INITIAL_BACKOFF";
+    pub const RETRY_MAX_BACKOFF: &str = "MARKETPLACE_RETRY_MAX_BACKOFF";
+    pub const BREAKER_FAILURE_THRESHOLD: &str = "MARKETPLACE_BREAKER_FAILURE_THRESHOLD";
+    pub const BREAKER_OPEN_DURATION: &str = "MARKETPLACE_BREAKER_OPEN_DURATION";
 
     /// Every variable above, for tests and for the operator's checks.
     pub const ALL: &[&str] = &[
@@ -69,7 +82,17 @@ pub mod env {
         GATEWAY_MAX_QUERY_DEPTH,
         GATEWAY_MAX_QUERY_COMPLEXITY,
         GATEWAY_MAX_BODY_BYTES,
+        GATEWAY_CACHE_TTL,
+        GATEWAY_CACHE_CAPACITY,
         DATA_DIR,
+        ADMIN_LISTEN_ADDR,
+        LOG_FORMAT,
+        OTLP_ENDPOINT,
+        RETRY_MAX_ATTEMPTS,
+        RETRY_INITIAL_BACKOFF,
+        RETRY_MAX_BACKOFF,
+        BREAKER_FAILURE_THRESHOLD,
+        BREAKER_OPEN_DURATION,
     ];
 }
 
@@ -80,6 +103,9 @@ pub mod ports {
     pub const ACCOUNT: u16 = 8081;
     pub const CATALOG: u16 = 8082;
     pub const ORDER: u16 = 8083;
+    /// The admin port of a gRPC service process: `/metrics`, `/healthz`,
+    /// `/readyz`.
+    pub const ADMIN: u16 = 9090;
 }
 
 /// A URL that may carry a password: never printed in full.
@@ -176,6 +202,77 @@ pub struct ServeConfig {
     /// `catalog` index), created when absent.
     #[arg(id = "data-dir", long = "data-dir", env = env::DATA_DIR, default_value = "marketplace-data")]
     pub data_dir: std::path::PathBuf,
+    /// Address of the admin HTTP server of a process running gRPC services
+    /// (every target but `gateway`, whose own port serves the same paths):
+    /// `/metrics`, `/healthz` (live) and `/readyz` (its stores are
+    /// reachable).
+    #[arg(id = "admin-listen-addr", long = "admin-listen-addr", env = env::ADMIN_LISTEN_ADDR, default_value = "0.0.0.0:9090")]
+    pub admin_listen_addr: SocketAddr,
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+    #[command(flatten)]
+    pub resilience: ResilienceConfig,
+}
+
+/// How a process logs and exports traces.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TelemetryConfig {
+    /// Log line format: `json` (one object per line, for collectors),
+    /// `pretty` (for people), or `auto`: pretty on a terminal, JSON
+    /// otherwise. `RUST_LOG` filters what is logged (default `info`).
+    #[arg(id = "log-format", long = "log-format", env = env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+    /// OpenTelemetry collector to export traces to over OTLP/gRPC
+    /// (`http://otel-collector:4317`); none, and so no export, when unset.
+    #[arg(id = "otlp-endpoint", long = "otlp-endpoint", env = env::OTLP_ENDPOINT)]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// See [`TelemetryConfig::log_format`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Pretty,
+}
+
+/// How calls to other services and to stores are retried and cut off.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct ResilienceConfig {
+    /// Most attempts of a call that is safe to repeat (reads, never order
+    /// or account creation) when the first fails for want of the
+    /// downstream; 1 turns retries off.
+    #[arg(id = "retry-max-attempts", long = "retry-max-attempts", env = env::RETRY_MAX_ATTEMPTS, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub retry_max_attempts: u32,
+    /// Longest wait before the first retry; each later one may wait twice
+    /// as long, up to the maximum, and the actual wait is random below
+    /// that (full jitter).
+    #[arg(id = "retry-initial-backoff", long = "retry-initial-backoff", env = env::RETRY_INITIAL_BACKOFF, default_value = "25ms", value_parser = parse_duration)]
+    pub retry_initial_backoff: Duration,
+    /// Longest wait between two attempts.
+    #[arg(id = "retry-max-backoff", long = "retry-max-backoff", env = env::RETRY_MAX_BACKOFF, default_value = "500ms", value_parser = parse_duration)]
+    pub retry_max_backoff: Duration,
+    /// Consecutive failures of a downstream (a service or a store) after
+    /// which its circuit breaker opens: calls then fail at once instead of
+    /// waiting for their deadline.
+    #[arg(id = "breaker-failure-threshold", long = "breaker-failure-threshold", env = env::BREAKER_FAILURE_THRESHOLD, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub breaker_failure_threshold: u32,
+    /// How long an open breaker fails calls before it lets one probe call
+    /// through; the probe's success closes it, its failure reopens it.
+    #[arg(id = "breaker-open-duration", long = "breaker-open-duration", env = env::BREAKER_OPEN_DURATION, default_value = "2s", value_parser = parse_duration)]
+    pub breaker_open_duration: Duration,
+}
+
+impl Default for ResilienceConfig {
+    fn default() -> Self {
+        Self {
+            retry_max_attempts: 3,
+            retry_initial_backoff: Duration::from_millis(25),
+            retry_max_backoff: Duration::from_millis(500),
+            breaker_failure_threshold: 5,
+            breaker_open_duration: Duration::from_secs(2),
+        }
+    }
 }
 
 /// The account service.
@@ -270,6 +367,14 @@ pub struct GatewayConfig {
     /// Largest GraphQL request body, in bytes.
     #[arg(id = "gateway-max-body-bytes", long = "gateway-max-body-bytes", env = env::GATEWAY_MAX_BODY_BYTES, default_value_t = 65_536)]
     pub max_body_bytes: usize,
+    /// How long the gateway keeps products it read (by id, and pages of
+    /// listings and searches) before asking the catalog again; `0s` turns
+    /// the cache off.
+    #[arg(id = "gateway-cache-ttl", long = "gateway-cache-ttl", env = env::GATEWAY_CACHE_TTL, default_value = "2s", value_parser = parse_duration)]
+    pub cache_ttl: Duration,
+    /// Most entries (products and pages) the gateway's cache holds.
+    #[arg(id = "gateway-cache-capacity", long = "gateway-cache-capacity", env = env::GATEWAY_CACHE_CAPACITY, default_value_t = 10_000)]
+    pub cache_capacity: u64,
 }
 
 impl GatewayConfig {

@@ -32,7 +32,11 @@ impl Application {
     /// Prepares the service clients (they connect on first use, so the
     /// gateway starts while the services are still down) and binds the
     /// listener.
-    pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
+    pub async fn build(
+        config: GatewayConfig,
+        shared: &marketplace_grpc::Shared,
+    ) -> anyhow::Result<Self> {
+        let _ = shared;
         let downstream = Downstream::new(
             &DownstreamConfig {
                 account_url: config.account_url.clone(),

@@ -8,6 +8,13 @@
 //!   still down and a call to a down downstream fails with `UNAVAILABLE`.
 //! - [`internal`] and [`unavailable`]: the only ways backend errors become a
 //!   [`Status`]: the cause goes to the log, the client gets a fixed message.
+//! - [`observe`]: spans, request ids and metrics for every call served
+//!   and made, as tower layers.
+//! - [`verdict`] and [`failure_status`]: how a call's [`Status`] counts for
+//!   retries and circuit breakers ([`marketplace_resilience`]), and how a
+//!   guarded call's failure becomes one.
+
+pub mod observe;
 
 use std::error::Error;
 use std::future::Future;
@@ -15,12 +22,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use marketplace_resilience::{Failure, Verdict};
+use marketplace_telemetry::{Metrics, Readiness};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::Status;
 use tonic::service::Routes;
 use tonic::transport::{Channel, Endpoint, Server};
+use tonic::{Code, Status};
 use tonic_health::ServingStatus;
 
 /// A bound gRPC listener that has not started serving yet.
@@ -45,21 +54,28 @@ impl Listener {
         self.local_addr
     }
 
-    /// Serves `routes` (the service named `service_name`, e.g.
+    /// Serves `routes` (the service named `serving.service_name`, e.g.
     /// `marketplace.account.v1.AccountService`) together with
     /// `grpc.health.v1` and server reflection (v1 and v1alpha) until
     /// `shutdown` completes; calls in flight then finish before this returns.
+    ///
+    /// The health service answers SERVING while every flag in
+    /// `serving.readiness` is up, and NOT_SERVING from the moment shutdown
+    /// begins. Every call is traced, logged and counted
+    /// ([`observe::ServerLayer`]).
     pub async fn serve(
         self,
-        service_name: &str,
+        serving: Serving,
         routes: Routes,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
+        let Serving {
+            service_name,
+            component,
+            metrics,
+            readiness,
+        } = serving;
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_service_status(service_name, ServingStatus::Serving)
-            .await;
-        health.set_service_status("", ServingStatus::Serving).await;
         let reflection_v1 = reflection(service_name).build_v1();
         let reflection_v1alpha = reflection(service_name).build_v1alpha();
         let routes = match (reflection_v1, reflection_v1alpha) {
@@ -71,6 +87,11 @@ impl Listener {
                 routes
             }
         };
+        let reporter = tokio::spawn(report_health(
+            health.clone(),
+            service_name,
+            readiness.clone(),
+        ));
         tracing::info!(address = %self.local_addr, service = service_name, "serving gRPC");
         // Small responses go out at once instead of waiting for Nagle's
         // algorithm to coalesce them with data that is not coming.
@@ -80,11 +101,77 @@ impl Listener {
                 Ok(stream)
             })
         });
+        let shutdown = async move {
+            shutdown.await;
+            reporter.abort();
+            for name in [service_name, ""] {
+                health
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
+        };
         Server::builder()
+            .layer(observe::ServerLayer::new(component, metrics))
             .add_routes(routes.add_service(health_service))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
     }
+}
+
+/// What every part of a process shares: one metrics registry, and the
+/// retry and breaker settings.
+#[derive(Debug, Clone, Default)]
+pub struct Shared {
+    pub metrics: Metrics,
+    pub resilience: marketplace_config::ResilienceConfig,
+}
+
+/// What [`Listener::serve`] serves, and for whom.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    /// The gRPC service's full name (`marketplace.order.v1.OrderService`).
+    pub service_name: &'static str,
+    /// The part of the marketplace it is (`order`), for logs and metrics.
+    pub component: &'static str,
+    pub metrics: Metrics,
+    /// What must be up for the service to report SERVING (its store).
+    pub readiness: Vec<Readiness>,
+}
+
+/// Keeps the health service's answer in step with the readiness flags.
+async fn report_health(
+    health: tonic_health::server::HealthReporter,
+    service_name: &'static str,
+    readiness: Vec<Readiness>,
+) {
+    let mut changes: Vec<_> = readiness.iter().map(Readiness::subscribe).collect();
+    loop {
+        let status = if readiness.iter().all(Readiness::is_ready) {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for name in [service_name, ""] {
+            health.set_service_status(name, status).await;
+        }
+        if changes.is_empty() {
+            return;
+        }
+        let next = any_changed(&mut changes).await;
+        if next.is_err() {
+            return;
+        }
+    }
+}
+
+/// Waits until any of the flags changes; `Err` once a sender is gone.
+async fn any_changed(
+    changes: &mut [tokio::sync::watch::Receiver<bool>],
+) -> Result<(), tokio::sync::watch::error::RecvError> {
+    let waits = changes
+        .iter_mut()
+        .map(|receiver| Box::pin(receiver.changed()));
+    futures::future::select_all(waits).await.0
 }
 
 /// Reflection over the services this server really serves: the descriptor
@@ -124,6 +211,21 @@ pub fn channel(url: &str, settings: ChannelSettings) -> Result<Channel, InvalidU
         .timeout(settings.call_timeout)
         .tcp_nodelay(true);
     Ok(endpoint.connect_lazy())
+}
+
+/// Like [`channel`], with every call traced, carrying the request id and
+/// counted as made by `component` ([`observe::ObservedChannel`]).
+pub fn observed_channel(
+    url: &str,
+    settings: ChannelSettings,
+    component: &'static str,
+    metrics: &Metrics,
+) -> Result<observe::ObservedChannel, InvalidUrl> {
+    Ok(observe::ObservedChannel::new(
+        channel(url, settings)?,
+        component,
+        metrics.clone(),
+    ))
 }
 
 /// A client channel to `url` for long-lived server streams (watches): like
@@ -169,6 +271,38 @@ pub fn internal(what: &str, error: &(dyn Error + 'static)) -> Status {
 pub fn unavailable(backend: &str, error: &(dyn Error + 'static)) -> Status {
     tracing::warn!(error = %chain(error), "{backend} is unavailable");
     Status::unavailable(format!("{backend} is unavailable; try again later"))
+}
+
+/// How a call's result counts for retries and the circuit breaker: the
+/// codes that mean the service did not answer (down, overloaded, out of
+/// time) are failures; every other answer, errors included, shows the
+/// service working.
+pub fn verdict<T>(result: &Result<T, Status>) -> Verdict {
+    match result {
+        Ok(_) => Verdict::Ok,
+        Err(status) => match status.code() {
+            // A channel's own deadline surfaces as CANCELLED ("Timeout
+            // expired").
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::ResourceExhausted => Verdict::Failed,
+            _ => Verdict::Rejected,
+        },
+    }
+}
+
+/// The status a guarded call to `dependency` ends with.
+pub fn failure_status(dependency: &str, failure: Failure<Status>) -> Status {
+    match failure {
+        Failure::Failed(status) => status,
+        Failure::Open => Status::unavailable(format!(
+            "{dependency} is unavailable (circuit breaker open); try again later"
+        )),
+        Failure::TimedOut => {
+            Status::deadline_exceeded(format!("{dependency} did not answer within the deadline"))
+        }
+    }
 }
 
 /// `error: cause: cause`, for one log field.

@@ -16,6 +16,7 @@ use crate::storage::Orders;
 #[derive(Debug)]
 pub struct Application {
     listener: Listener,
+    shared: marketplace_grpc::Shared,
     grpc: OrderGrpc<Orders>,
 }
 
@@ -23,7 +24,10 @@ impl Application {
     /// Connects to the store (creating the schema if needed), prepares the
     /// account and catalog clients (they connect on first use, so the
     /// service starts while they are still down) and binds the listener.
-    pub async fn build(config: OrderConfig) -> anyhow::Result<Self> {
+    pub async fn build(
+        config: OrderConfig,
+        shared: &marketplace_grpc::Shared,
+    ) -> anyhow::Result<Self> {
         let url = config.database_url.as_ref().with_context(|| {
             format!(
                 "no order database configured: set {} to a postgres:// URL or sqlite://PATH",
@@ -49,6 +53,7 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.listen_addr))?;
         Ok(Self {
+            shared: shared.clone(),
             listener,
             grpc: OrderGrpc::new(store, downstream),
         })
@@ -56,6 +61,11 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr()
+    }
+
+    /// What must be up for the service to be ready (its store).
+    pub fn readiness(&self) -> Vec<marketplace_telemetry::Readiness> {
+        Vec::new()
     }
 
     /// Serves until `shutdown` completes, then ends open watches and lets
@@ -71,7 +81,16 @@ impl Application {
         };
         let routes = Routes::new(OrderServiceServer::new(self.grpc));
         self.listener
-            .serve(SERVICE_NAME, routes, shutdown)
+            .serve(
+                marketplace_grpc::Serving {
+                    service_name: SERVICE_NAME,
+                    component: "order",
+                    metrics: self.shared.metrics.clone(),
+                    readiness: Vec::new(),
+                },
+                routes,
+                shutdown,
+            )
             .await
             .context("serving the order service")
     }

@@ -121,14 +121,17 @@ async fn watching_a_malformed_account_id_is_refused() {
 async fn stopping_the_service_ends_open_watches_so_shutdown_completes() {
     let downstreams = Downstreams::start().await;
     let database = OrderDatabase::sqlite();
-    let app = marketplace_order::Application::build(OrderConfig {
-        listen_addr: "127.0.0.1:0".parse().unwrap(),
-        database_url: Some(database.url()),
-        database_pool_size: 2,
-        account_url: downstreams.account.url(),
-        catalog_url: downstreams.catalog.url(),
-        downstream_timeout: Duration::from_secs(5),
-    })
+    let app = marketplace_order::Application::build(
+        OrderConfig {
+            listen_addr: "127.0.0.1:0".parse().unwrap(),
+            database_url: Some(database.url()),
+            database_pool_size: 2,
+            account_url: downstreams.account.url(),
+            catalog_url: downstreams.catalog.url(),
+            downstream_timeout: Duration::from_secs(5),
+        },
+        &marketplace_grpc::Shared::default(),
+    )
     .await
     .unwrap();
     let url = format!("http://{}", app.local_addr());

@@ -10,25 +10,31 @@ use std::path::Path;
 use anyhow::Context;
 use futures::FutureExt as _;
 use marketplace_config::{SecretUrl, ServeConfig};
+use marketplace_grpc::Shared;
+use tokio::sync::oneshot;
 
 pub(crate) async fn run(
     mut config: ServeConfig,
+    shared: &Shared,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     embed_missing_stores(&mut config)?;
+    for component in ["gateway", "account", "catalog", "order"] {
+        shared.metrics.build_info(component);
+    }
 
-    let account = marketplace_account::Application::build(config.account).await?;
-    let catalog = marketplace_catalog::Application::build(config.catalog).await?;
+    let account = marketplace_account::Application::build(config.account, shared).await?;
+    let catalog = marketplace_catalog::Application::build(config.catalog, shared).await?;
     // The order service and the gateway call the services where they
     // really listen, which differs from the URL defaults when a listen
     // address says port 0.
     config.order.account_url = url(account.local_addr());
     config.order.catalog_url = url(catalog.local_addr());
-    let order = marketplace_order::Application::build(config.order).await?;
+    let order = marketplace_order::Application::build(config.order, shared).await?;
     config.gateway.account_url = url(account.local_addr());
     config.gateway.catalog_url = url(catalog.local_addr());
     config.gateway.order_url = url(order.local_addr());
-    let gateway = marketplace_gateway::Application::build(config.gateway).await?;
+    let gateway = marketplace_gateway::Application::build(config.gateway, shared).await?;
 
     let playground = format!(
         "http://{}/playground",
@@ -36,14 +42,37 @@ pub(crate) async fn run(
     );
     println!("The marketplace is running. GraphQL playground: {playground}");
 
-    let shutdown = shutdown.boxed().shared();
-    tokio::try_join!(
-        gateway.run_until_stopped(shutdown.clone()),
-        order.run_until_stopped(shutdown.clone()),
-        account.run_until_stopped(shutdown.clone()),
-        catalog.run_until_stopped(shutdown),
-    )?;
-    Ok(())
+    let readiness = [account.readiness(), catalog.readiness(), order.readiness()].concat();
+    crate::serve::with_admin(
+        config.admin_listen_addr,
+        shared,
+        readiness,
+        shutdown,
+        |signal| async move {
+            // Stopping goes from the outside in: the gateway finishes its
+            // requests first, and they still need the services; then the
+            // order service, which calls account and catalog; then those.
+            let (gateway_stopped, after_gateway) = oneshot::channel::<()>();
+            let (order_stopped, after_order) = oneshot::channel::<()>();
+            let after_order = after_order.map(|_| ()).shared();
+            tokio::try_join!(
+                async {
+                    let result = gateway.run_until_stopped(signal).await;
+                    let _ = gateway_stopped.send(());
+                    result
+                },
+                async {
+                    let result = order.run_until_stopped(after_gateway.map(|_| ())).await;
+                    let _ = order_stopped.send(());
+                    result
+                },
+                account.run_until_stopped(after_order.clone()),
+                catalog.run_until_stopped(after_order),
+            )?;
+            Ok(())
+        },
+    )
+    .await
 }
 
 /// Points every service without a storage URL at embedded storage in the

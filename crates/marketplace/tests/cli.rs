@@ -3,53 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use common::marketplace;
 use marketplace_config::env;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-
-fn marketplace() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_marketplace"));
-    // Only what each test sets reaches the process.
-    for name in env::ALL {
-        command.env_remove(name);
-    }
-    command.env("RUST_LOG", "info").env("NO_COLOR", "1");
-    command
-}
-
-/// Starts `marketplace serve` and returns it with the address it logged.
-fn serve(command: &mut Command) -> (Child, String) {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("serving gRPC")
-                && let Some(address) = line.split("address=").nth(1)
-            {
-                let address = address
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                let _ = sender.send(address);
-            }
-        }
-    });
-    let address = receiver
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the service logs the address it serves on");
-    (child, address)
-}
 
 fn terminate(child: &Child) {
     let status = Command::new("kill")
@@ -126,13 +89,15 @@ fn an_unknown_target_is_refused_with_the_choices() {
 async fn the_account_service_runs_from_the_environment_reports_serving_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}", dir.path().join("account.db").display());
-    let (mut child, address) = serve(
+    let mut served = common::serve(
         marketplace()
             .args(["serve"])
             .env(env::TARGET, "account")
             .env(env::ACCOUNT_LISTEN_ADDR, "127.0.0.1:0")
             .env(env::ACCOUNT_DATABASE_URL, database),
+        false,
     );
+    let address = served.address.clone();
 
     let channel =
         marketplace_grpc::channel(&format!("http://{address}"), Default::default()).unwrap();
@@ -144,8 +109,8 @@ async fn the_account_service_runs_from_the_environment_reports_serving_and_stops
         .unwrap()
         .into_inner()
         .status();
-    terminate(&child);
-    let exit = wait_with_deadline(&mut child, Duration::from_secs(20)).await;
+    terminate(&served.child);
+    let exit = wait_with_deadline(&mut served.child, Duration::from_secs(20)).await;
 
     assert_eq!(status, ServingStatus::Serving);
     assert!(exit.success(), "{exit}");

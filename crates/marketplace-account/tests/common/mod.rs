@@ -77,7 +77,10 @@ pub struct Running {
 
 impl Running {
     pub async fn start(url: SecretUrl, keep: Keep) -> Self {
-        let application = Application::build(config(Some(url))).await.unwrap();
+        let application =
+            Application::build(config(Some(url)), &marketplace_grpc::Shared::default())
+                .await
+                .unwrap();
         let addr = application.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         // The listener is bound already, so the client can connect at once.

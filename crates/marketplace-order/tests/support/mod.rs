@@ -107,21 +107,27 @@ impl Downstreams {
     /// Both services as their `Application`s.
     pub async fn start() -> Self {
         let dirs = (TempDir::new().unwrap(), TempDir::new().unwrap());
-        let account = marketplace_account::Application::build(AccountConfig {
-            listen_addr: "127.0.0.1:0".parse().unwrap(),
-            database_url: Some(sqlite_url(&dirs.0)),
-            database_pool_size: 4,
-        })
+        let account = marketplace_account::Application::build(
+            AccountConfig {
+                listen_addr: "127.0.0.1:0".parse().unwrap(),
+                database_url: Some(sqlite_url(&dirs.0)),
+                database_pool_size: 4,
+            },
+            &marketplace_grpc::Shared::default(),
+        )
         .await
         .unwrap();
-        let catalog = marketplace_catalog::Application::build(CatalogConfig {
-            listen_addr: "127.0.0.1:0".parse().unwrap(),
-            search_url: Some(SecretUrl::new(format!(
-                "tantivy://{}",
-                dirs.1.path().display()
-            ))),
-            index_name: "products".to_owned(),
-        })
+        let catalog = marketplace_catalog::Application::build(
+            CatalogConfig {
+                listen_addr: "127.0.0.1:0".parse().unwrap(),
+                search_url: Some(SecretUrl::new(format!(
+                    "tantivy://{}",
+                    dirs.1.path().display()
+                ))),
+                index_name: "products".to_owned(),
+            },
+            &marketplace_grpc::Shared::default(),
+        )
         .await
         .unwrap();
         let (account_stop, account_stopped) = stop_signal();
@@ -269,14 +275,17 @@ pub async fn start_order_service(
     catalog_url: String,
     downstream_timeout: Duration,
 ) -> Running {
-    let app = marketplace_order::Application::build(OrderConfig {
-        listen_addr: "127.0.0.1:0".parse().unwrap(),
-        database_url: Some(database.url()),
-        database_pool_size: 4,
-        account_url,
-        catalog_url,
-        downstream_timeout,
-    })
+    let app = marketplace_order::Application::build(
+        OrderConfig {
+            listen_addr: "127.0.0.1:0".parse().unwrap(),
+            database_url: Some(database.url()),
+            database_pool_size: 4,
+            account_url,
+            catalog_url,
+            downstream_timeout,
+        },
+        &marketplace_grpc::Shared::default(),
+    )
     .await
     .unwrap();
     let addr = app.local_addr();

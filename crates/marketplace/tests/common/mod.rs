@@ -5,8 +5,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use marketplace_config::env;
 use serde_json::{Value, json};
@@ -20,7 +20,14 @@ pub fn marketplace() -> Command {
     for name in env::ALL {
         command.env_remove(name);
     }
-    command.env("RUST_LOG", "info").env("NO_COLOR", "1");
+    command
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        // Tests that need the cache turn it on; the others see every write
+        // at once.
+        .env(env::GATEWAY_CACHE_TTL, "0s")
+        // Every process with gRPC services also serves an admin port.
+        .env(env::ADMIN_LISTEN_ADDR, "127.0.0.1:0");
     command
 }
 
@@ -31,6 +38,8 @@ pub struct Served {
     /// The address of the GraphQL server, or of the gRPC server for a
     /// service target.
     pub address: String,
+    /// Every line the process has written to standard output so far.
+    pub logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for Served {
@@ -38,6 +47,66 @@ impl Drop for Served {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+impl Served {
+    /// The `address` of the first log line whose message contains
+    /// `marker`, waiting up to a minute for it.
+    pub fn logged_address(&self, marker: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let found = self
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .find_map(|line| logged_address(line, marker));
+            if let Some(address) = found {
+                return address;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the process logs `{marker}` with its address"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The admin server's address (`/metrics`, `/healthz`, `/readyz`) of a
+    /// process running gRPC services.
+    pub fn admin_address(&self) -> String {
+        self.logged_address("serving /metrics")
+    }
+
+    /// The log lines written so far that are JSON objects.
+    pub fn json_logs(&self) -> Vec<Value> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+}
+
+/// The address a log line announces, if its message contains `marker`:
+/// the `address` field of a JSON line, or `address=...` of a pretty one.
+pub fn logged_address(line: &str, marker: &str) -> Option<String> {
+    if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(line) {
+        let message = fields.get("message").and_then(Value::as_str)?;
+        if !message.contains(marker) {
+            return None;
+        }
+        return fields
+            .get("address")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+    }
+    if !line.contains(marker) {
+        return None;
+    }
+    let rest = line.split("address=").nth(1)?;
+    rest.split_whitespace().next().map(str::to_owned)
 }
 
 /// Starts `command` and waits for the line that says it serves: `serving
@@ -54,22 +123,26 @@ pub fn serve(command: &mut Command, graphql: bool) -> Served {
     } else {
         "serving gRPC"
     };
+    let logs = Arc::new(Mutex::new(Vec::new()));
     let (sender, receiver) = mpsc::channel();
+    let lines = logs.clone();
     std::thread::spawn(move || {
         // Reads to the end, so the process never blocks on a full pipe.
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains(marker)
-                && let Some(address) = line.split("address=").nth(1)
-            {
-                let address = address.split_whitespace().next().unwrap_or_default();
-                let _ = sender.send(address.to_owned());
+            if let Some(address) = logged_address(&line, marker) {
+                let _ = sender.send(address);
             }
+            lines.lock().unwrap().push(line);
         }
     });
     let address = receiver
         .recv_timeout(Duration::from_secs(60))
         .unwrap_or_else(|_| panic!("the process logs `{marker}` with its address"));
-    Served { child, address }
+    Served {
+        child,
+        address,
+        logs,
+    }
 }
 
 /// `serve --target all` with no storage URL, in `data_dir`, every part
