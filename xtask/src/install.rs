@@ -2,7 +2,7 @@
 //!
 //! Nothing is downloaded at test time except from the package registries
 //! these machines reach: Go modules (the Kubernetes control plane, etcd,
-//! kwok, helm, all built from source), Maven Central (Elasticsearch) and
+//! kwok, helm and an OpenTelemetry Collector, all built from source), Maven Central (Elasticsearch) and
 //! Debian's packages (PostgreSQL, a JDK, Chromium and its WebDriver). Each
 //! finished install is marked with a fingerprint of what produced it, so a
 //! changed version rebuilds.
@@ -25,6 +25,13 @@ pub(crate) const KUBERNETES_VERSION: &str = "v1.35.4";
 const ETCD_VERSION: &str = "v3.6.16";
 const KWOK_VERSION: &str = "v0.8.0";
 const HELM_VERSION: &str = "v3.22.0";
+/// One OpenTelemetry Collector release: its core modules that are still
+/// v0 (otelcol, the OTLP receiver, service) and the contrib modules share
+/// this version ...
+const OTELCOL_VERSION: &str = "v0.165.0";
+/// ... and the core modules declared stable (component, confmap and its
+/// providers, the component kinds) carry the release's v1 version.
+const OTELCOL_STABLE_VERSION: &str = "v1.71.0";
 const ELASTICSEARCH_VERSION: &str = "7.17.29";
 /// Pinned rather than fetched beside the archive, so a tampered mirror fails.
 const ELASTICSEARCH_SHA1: &str = "cc70096055282bf9e56da8ee6861ac47da26ce71";
@@ -75,6 +82,9 @@ pub(crate) struct Tools {
     /// kwok (the controller) and kwokctl.
     pub(crate) kwok: PathBuf,
     pub(crate) helm: PathBuf,
+    /// An OpenTelemetry Collector (`otelcol`) with the OTLP receiver and the
+    /// file exporter, which tests start to receive the traces services export.
+    pub(crate) otelcol: PathBuf,
     /// An unpacked Elasticsearch distribution (never run in place).
     pub(crate) elasticsearch: PathBuf,
     /// PostgreSQL's bin directory (initdb, postgres, pg_isready).
@@ -116,11 +126,13 @@ pub(crate) fn ensure_all(cache: &Cache) -> Result<Tools> {
     let etcd = go_build(cache, &go, &etcd_build())?;
     let kwok = go_build(cache, &go, &kwok_build())?;
     let helm = go_build(cache, &go, &helm_build())?;
+    let otelcol = go_build(cache, &go, &otelcol_build())?;
     Ok(Tools {
         kubernetes,
         etcd,
         kwok,
         helm,
+        otelcol,
         elasticsearch,
         postgres,
         java_home,
@@ -141,7 +153,14 @@ struct GoBuild {
     replace: Vec<(String, String)>,
     /// (package path, binary name)
     packages: Vec<(String, String)>,
+    /// Go files of the wrapper module itself (path in the module, text), for
+    /// a binary assembled here rather than taken whole from another module.
+    sources: Vec<(String, String)>,
     ldflags: String,
+    /// `go mod tidy -e`: go on when a module that only a dependency's tests
+    /// import cannot be fetched; `go build` still fails on anything the
+    /// binary itself needs.
+    tidy_tolerates_errors: bool,
 }
 
 impl GoBuild {
@@ -175,12 +194,12 @@ impl GoBuild {
 
     /// What a finished install is checked against.
     fn fingerprint(&self) -> String {
-        format!(
-            "{}{}ldflags: {}\n",
-            self.go_mod(),
-            self.tools_go(),
-            self.ldflags
-        )
+        let mut text = format!("{}{}", self.go_mod(), self.tools_go());
+        for (path, source) in &self.sources {
+            let _ = write!(text, "// {path}\n{source}");
+        }
+        let _ = writeln!(text, "ldflags: {}", self.ldflags);
+        text
     }
 }
 
@@ -209,6 +228,8 @@ fn kubernetes_build() -> GoBuild {
         .iter()
         .map(|c| (format!("k8s.io/kubernetes/cmd/{c}"), (*c).to_owned()))
         .collect(),
+        sources: vec![],
+        tidy_tolerates_errors: false,
         // kwokctl and clients read the version from these; an unstamped build
         // reports v0.0.0 and is misread.
         ldflags: format!(
@@ -230,7 +251,9 @@ fn etcd_build() -> GoBuild {
         require: vec![("go.etcd.io/etcd/server/v3".into(), ETCD_VERSION.into())],
         replace: vec![],
         packages: vec![("go.etcd.io/etcd/server/v3".into(), "etcd".into())],
+        sources: vec![],
         ldflags: "-s -w".into(),
+        tidy_tolerates_errors: false,
     }
 }
 
@@ -244,7 +267,9 @@ fn kwok_build() -> GoBuild {
             ("sigs.k8s.io/kwok/cmd/kwok".into(), "kwok".into()),
             ("sigs.k8s.io/kwok/cmd/kwokctl".into(), "kwokctl".into()),
         ],
+        sources: vec![],
         ldflags: format!("-s -w -X sigs.k8s.io/kwok/pkg/consts.Version={KWOK_VERSION}"),
+        tidy_tolerates_errors: false,
     }
 }
 
@@ -255,14 +280,192 @@ fn helm_build() -> GoBuild {
         require: vec![("helm.sh/helm/v3".into(), HELM_VERSION.into())],
         replace: vec![],
         packages: vec![("helm.sh/helm/v3/cmd/helm".into(), "helm".into())],
+        sources: vec![],
         ldflags: format!("-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"),
+        tidy_tolerates_errors: false,
     }
+}
+
+/// The components of the collector: (kind, Go package), each from a module
+/// of [`OTELCOL_VERSION`]. The kind names the `otelcol.Factories` field and
+/// the Go package of its factory type.
+const OTELCOL_COMPONENTS: &[(&str, &str)] = &[
+    (
+        "receiver",
+        "go.opentelemetry.io/collector/receiver/otlpreceiver",
+    ),
+    (
+        "exporter",
+        "github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter",
+    ),
+];
+
+/// A minimal OpenTelemetry Collector. The wrapper's own main package is what
+/// the OpenTelemetry Collector Builder (ocb) generates for the manifest
+/// [`OTELCOL_COMPONENTS`] (with the env and file configuration providers),
+/// written out here so that ocb is not one more tool to build.
+fn otelcol_build() -> GoBuild {
+    let core = |path: &str, version: &str| {
+        (
+            format!("go.opentelemetry.io/collector/{path}"),
+            version.to_owned(),
+        )
+    };
+    let mut require = vec![
+        core("otelcol", OTELCOL_VERSION),
+        core("service", OTELCOL_VERSION),
+        core("connector", OTELCOL_VERSION),
+        core("component", OTELCOL_STABLE_VERSION),
+        core("confmap", OTELCOL_STABLE_VERSION),
+        core("confmap/provider/envprovider", OTELCOL_STABLE_VERSION),
+        core("confmap/provider/fileprovider", OTELCOL_STABLE_VERSION),
+        core("exporter", OTELCOL_STABLE_VERSION),
+        core("extension", OTELCOL_STABLE_VERSION),
+        core("processor", OTELCOL_STABLE_VERSION),
+        core("receiver", OTELCOL_STABLE_VERSION),
+    ];
+    require.extend(
+        OTELCOL_COMPONENTS
+            .iter()
+            .map(|(_, package)| ((*package).to_owned(), OTELCOL_VERSION.to_owned())),
+    );
+    GoBuild {
+        name: "otelcol",
+        version: OTELCOL_VERSION,
+        require,
+        replace: vec![],
+        packages: vec![(
+            "marketplace.local/tools/otelcol/cmd/otelcol".into(),
+            "otelcol".into(),
+        )],
+        sources: vec![("cmd/otelcol/main.go".into(), otelcol_main_go())],
+        ldflags: "-s -w".into(),
+        // The file exporter's tests import a contrib encoding extension whose
+        // module archive the Go proxy does not serve; tidy looks at the
+        // dependencies' tests, the build does not.
+        tidy_tolerates_errors: true,
+    }
+}
+
+/// The collector's `main` package as ocb generates it (its main.go,
+/// main_others.go and components.go in one file).
+fn otelcol_main_go() -> String {
+    let version = OTELCOL_VERSION.trim_start_matches('v');
+    let stable = OTELCOL_STABLE_VERSION;
+    let alias = |package: &str| package.rsplit('/').next().unwrap_or(package).to_owned();
+    let mut imports = String::new();
+    for (_, package) in OTELCOL_COMPONENTS {
+        let _ = writeln!(imports, "\t{} \"{package}\"", alias(package));
+    }
+    let mut factories = String::new();
+    for kind in [
+        "extension",
+        "receiver",
+        "exporter",
+        "processor",
+        "connector",
+    ] {
+        let field = format!("{}{}s", kind[..1].to_uppercase(), &kind[1..]);
+        let (mut list, mut modules) = (String::new(), String::new());
+        for (_, package) in OTELCOL_COMPONENTS.iter().filter(|(k, _)| *k == kind) {
+            let name = alias(package);
+            let _ = write!(list, "\n\t\t{name}.NewFactory(),");
+            let _ = write!(
+                modules,
+                "\n\t\t{name}.NewFactory().Type(): \"{package} {OTELCOL_VERSION}\","
+            );
+        }
+        let modules_field = format!("{}Modules", field.trim_end_matches('s'));
+        let _ = write!(
+            factories,
+            "\n\tfactories.{field}, err = otelcol.MakeFactoryMap[{kind}.Factory]({list}\n\t)\n\
+             \tif err != nil {{\n\t\treturn otelcol.Factories{{}}, err\n\t}}\n\
+             \tfactories.{modules_field} = makeModulesMap(factories.{field}, map[component.Type]string{{{modules}\n\t}})\n"
+        );
+    }
+    format!(
+        r#"// Generated by `cargo xtask`: what the OpenTelemetry Collector Builder
+// (ocb) generates for a collector with the components imported below.
+
+// Program otelcol is a minimal OpenTelemetry Collector for Marketplace's tests.
+package main
+
+import (
+	"os"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/confmap"
+	envprovider "go.opentelemetry.io/collector/confmap/provider/envprovider"
+	fileprovider "go.opentelemetry.io/collector/confmap/provider/fileprovider"
+	"go.opentelemetry.io/collector/connector"
+	"go.opentelemetry.io/collector/exporter"
+	"go.opentelemetry.io/collector/extension"
+	"go.opentelemetry.io/collector/otelcol"
+	"go.opentelemetry.io/collector/processor"
+	"go.opentelemetry.io/collector/receiver"
+	otelconftelemetry "go.opentelemetry.io/collector/service/telemetry/otelconftelemetry"
+{imports})
+
+func main() {{
+	info := component.BuildInfo{{
+		Command:     "otelcol",
+		Description: "OpenTelemetry Collector for Marketplace's tests",
+		Version:     "{version}",
+	}}
+
+	set := otelcol.CollectorSettings{{
+		BuildInfo: info,
+		Factories: components,
+		ConfigProviderSettings: otelcol.ConfigProviderSettings{{
+			ResolverSettings: confmap.ResolverSettings{{
+				ProviderFactories: []confmap.ProviderFactory{{
+					envprovider.NewFactory(),
+					fileprovider.NewFactory(),
+				}},
+			}},
+		}},
+		ProviderModules: map[string]string{{
+			envprovider.NewFactory().Create(confmap.ProviderSettings{{}}).Scheme():  "go.opentelemetry.io/collector/confmap/provider/envprovider {stable}",
+			fileprovider.NewFactory().Create(confmap.ProviderSettings{{}}).Scheme(): "go.opentelemetry.io/collector/confmap/provider/fileprovider {stable}",
+		}},
+	}}
+
+	if err := otelcol.NewCommand(set).Execute(); err != nil {{
+		// cobra has printed the error.
+		os.Exit(1)
+	}}
+}}
+
+type aliasProvider interface{{ DeprecatedAlias() component.Type }}
+
+func makeModulesMap[T component.Factory](factories map[component.Type]T, modules map[component.Type]string) map[component.Type]string {{
+	for compType, factory := range factories {{
+		if ap, ok := any(factory).(aliasProvider); ok {{
+			alias := ap.DeprecatedAlias()
+			if alias.String() != "" {{
+				modules[alias] = modules[compType]
+			}}
+		}}
+	}}
+	return modules
+}}
+
+func components() (otelcol.Factories, error) {{
+	var err error
+	factories := otelcol.Factories{{
+		Telemetry: otelconftelemetry.NewFactory(),
+	}}
+{factories}
+	return factories, nil
+}}
+"#
+    )
 }
 
 fn find_go() -> Result<PathBuf> {
     process::which("go")
         .or_else(|| Some(PathBuf::from("/usr/local/go/bin/go")).filter(|p| p.is_file()))
-        .context("Go is needed to build the Kubernetes control plane, etcd, kwok and helm; install Go 1.25 or newer")
+        .context("Go is needed to build the Kubernetes control plane, etcd, kwok, helm and the OpenTelemetry Collector; install Go 1.26 or newer")
 }
 
 fn go_build(cache: &Cache, go: &Path, build: &GoBuild) -> Result<PathBuf> {
@@ -283,6 +486,13 @@ fn go_build(cache: &Cache, go: &Path, build: &GoBuild) -> Result<PathBuf> {
     std::fs::write(work.join("go.mod"), build.go_mod())?;
     let _ = std::fs::remove_file(work.join("go.sum"));
     std::fs::write(work.join("tools.go"), build.tools_go())?;
+    for (path, source) in &build.sources {
+        let file = work.join(path);
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(file, source)?;
+    }
 
     let staging = cache.tool(&format!("{}.partial", build.dir_name()));
     let _ = std::fs::remove_dir_all(&staging);
@@ -300,8 +510,13 @@ fn go_build(cache: &Cache, go: &Path, build: &GoBuild) -> Result<PathBuf> {
             .env("GOFLAGS", "-mod=mod");
         command
     };
+    let tidy: &[&str] = if build.tidy_tolerates_errors {
+        &["mod", "tidy", "-e"]
+    } else {
+        &["mod", "tidy"]
+    };
     process::run_logged(
-        go_command(&["mod", "tidy"]),
+        go_command(tidy),
         &format!("{} {}: resolving Go modules", build.name, build.version),
         &work.join("tidy.log"),
     )?;
@@ -580,6 +795,39 @@ mod tests {
         let mut build = etcd_build();
         let before = build.fingerprint();
         build.require[0].1 = "v3.6.0".into();
+        assert_ne!(before, build.fingerprint());
+    }
+
+    #[test]
+    fn the_collector_pins_one_release_of_core_and_contrib() {
+        let go_mod = otelcol_build().go_mod();
+        assert!(go_mod.contains("require go.opentelemetry.io/collector/otelcol v0.165.0\n"));
+        assert!(go_mod.contains("require go.opentelemetry.io/collector/component v1.71.0\n"));
+        assert!(go_mod.contains(
+            "require github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter v0.165.0\n"
+        ));
+    }
+
+    #[test]
+    fn the_collector_registers_the_otlp_receiver_and_the_file_exporter() {
+        let main_go = otelcol_main_go();
+        assert!(main_go.contains(
+            "otelcol.MakeFactoryMap[receiver.Factory](\n\t\totlpreceiver.NewFactory(),\n\t)"
+        ));
+        assert!(main_go.contains(
+            "otelcol.MakeFactoryMap[exporter.Factory](\n\t\tfileexporter.NewFactory(),\n\t)"
+        ));
+        assert!(main_go.contains("otelcol.MakeFactoryMap[processor.Factory](\n\t)"));
+        assert!(main_go.contains(
+            "fileexporter.NewFactory().Type(): \"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter v0.165.0\""
+        ));
+    }
+
+    #[test]
+    fn a_changed_collector_source_changes_the_fingerprint() {
+        let mut build = otelcol_build();
+        let before = build.fingerprint();
+        build.sources[0].1.push_str("// changed\n");
         assert_ne!(before, build.fingerprint());
     }
 

@@ -15,12 +15,17 @@ pub enum Backend {
     Chromium,
     /// The chromedriver of that Chromium; each browser test starts its own.
     Chromedriver,
+    /// An OpenTelemetry Collector binary; each trace test starts its own.
+    OtelCollector,
+    /// PostgreSQL's bin directory, for a test that runs a server of its own.
+    PostgresBin,
 }
 
 impl Backend {
     /// The environment variable through which `cargo xtask test` passes the
     /// backend's address (a URL; for Kubernetes a kubeconfig path; for the
-    /// browser the paths of its binaries).
+    /// browser and the collector the paths of their binaries; for a
+    /// PostgreSQL server of the test's own the directory of its binaries).
     pub const fn env_var(self) -> &'static str {
         match self {
             Self::Postgres => "MARKETPLACE_TEST_POSTGRES_URL",
@@ -28,6 +33,8 @@ impl Backend {
             Self::Kubernetes => "MARKETPLACE_TEST_KUBECONFIG",
             Self::Chromium => "MARKETPLACE_TEST_CHROMIUM",
             Self::Chromedriver => "MARKETPLACE_TEST_CHROMEDRIVER",
+            Self::OtelCollector => "MARKETPLACE_TEST_OTELCOL",
+            Self::PostgresBin => "MARKETPLACE_TEST_POSTGRES_BIN",
         }
     }
 
@@ -55,6 +62,8 @@ impl fmt::Display for Backend {
             Self::Kubernetes => "a Kubernetes API server",
             Self::Chromium => "Chromium",
             Self::Chromedriver => "chromedriver",
+            Self::OtelCollector => "an OpenTelemetry Collector",
+            Self::PostgresBin => "PostgreSQL's programs",
         })
     }
 }

@@ -1,9 +1,10 @@
 //! Test fixtures over the real backends that `cargo xtask test` starts.
 //!
 //! Each fixture gives a test something of its own on a shared backend (a
-//! database, an index name, a namespace, a chromedriver with a fresh browser
-//! profile) and removes it when dropped, so tests run in parallel without
-//! seeing each other's data.
+//! database, an index name, a namespace), or a process of its own (a
+//! chromedriver with a fresh browser profile, an OpenTelemetry Collector, a
+//! PostgreSQL server it can restart), and removes it when dropped, so tests
+//! run in parallel without seeing each other's data.
 //!
 //! A fixture returns `None` when its backend is not configured: under plain
 //! `cargo test` the test then skips itself with a message naming the command
@@ -25,7 +26,9 @@ mod backend;
 pub mod browser;
 pub mod elasticsearch;
 pub mod kubernetes;
+pub mod otel;
 pub mod postgres;
+mod process;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -11,6 +11,9 @@
 //! | `MARKETPLACE_TEST_KUBECONFIG` | kubeconfig of the run's kwok cluster (also `KUBECONFIG`) |
 //! | `MARKETPLACE_TEST_CHROMIUM` | the Chromium binary that browser tests run headless |
 //! | `MARKETPLACE_TEST_CHROMEDRIVER` | the chromedriver of that Chromium; each browser test starts its own |
+//! | `MARKETPLACE_TEST_OTELCOL` | an OpenTelemetry Collector binary (OTLP receiver, file exporter); each trace test starts its own |
+//! | `MARKETPLACE_TEST_POSTGRES_BIN` | PostgreSQL's bin directory, for tests that run (and restart) a server of their own |
+//! | `MARKETPLACE_TEST_SYSTEM_USER` | set only when tests run as root: the user that runs the servers which refuse root (PostgreSQL) |
 //! | `PATH` | starts with the built `kubectl`, `helm`, `kwokctl` |
 //!
 //! marketplace-testkit's `Backend` reads the same names; a mismatch makes every backend
@@ -117,8 +120,22 @@ impl Backends {
                 "MARKETPLACE_TEST_CHROMEDRIVER".into(),
                 tools.browser.chromedriver.to_string_lossy().into_owned(),
             ),
+            (
+                "MARKETPLACE_TEST_OTELCOL".into(),
+                tools.otelcol.join("otelcol").to_string_lossy().into_owned(),
+            ),
+            (
+                "MARKETPLACE_TEST_POSTGRES_BIN".into(),
+                tools.postgres.to_string_lossy().into_owned(),
+            ),
             ("PATH".into(), path.to_string_lossy().into_owned()),
         ];
+        if tools.user.is_some() {
+            backends.env.push((
+                "MARKETPLACE_TEST_SYSTEM_USER".into(),
+                crate::testuser::NAME.into(),
+            ));
+        }
         match backends.kubernetes.as_ref() {
             Some(cluster) => {
                 let kubeconfig = cluster.kubeconfig().to_string_lossy().into_owned();
