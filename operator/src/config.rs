@@ -1,11 +1,9 @@
 //! The operator's configuration: flags, each with its environment
 //! variable; `--help` is the documentation.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 /// Runs Marketplaces: one Marketplace resource becomes a running marketplace.
 #[derive(Debug, Parser)]
@@ -66,21 +64,20 @@ impl Config {
             .unwrap_or_else(|| "default".to_owned())
     }
 
-    /// Installs the global log subscriber: `RUST_LOG` (default `info`) in
-    /// the chosen format.
-    pub fn init_logging(&self) {
-        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-        match self.log_format {
-            LogFormat::Text => tracing_subscriber::fmt()
-                .with_ansi(std::io::stdout().is_terminal())
-                .with_env_filter(filter)
-                .init(),
-            LogFormat::Json => tracing_subscriber::fmt()
-                .json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .with_env_filter(filter)
-                .init(),
-        }
+    /// Installs the process's logging through the shared telemetry crate:
+    /// `RUST_LOG` (default `info`) in the chosen format, every line naming
+    /// the `operator` service.
+    pub fn init_logging(&self) -> anyhow::Result<marketplace_telemetry::Guard> {
+        let log_format = match self.log_format {
+            LogFormat::Text => marketplace_config::LogFormat::Pretty,
+            LogFormat::Json => marketplace_config::LogFormat::Json,
+        };
+        marketplace_telemetry::init(
+            "operator",
+            &marketplace_config::TelemetryConfig {
+                log_format,
+                otlp_endpoint: None,
+            },
+        )
     }
 }

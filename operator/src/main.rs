@@ -7,6 +7,6 @@ use marketplace_operator::config::Config;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    config.init_logging();
+    let _telemetry = config.init_logging()?;
     marketplace_operator::startup::run(config).await
 }

@@ -31,9 +31,10 @@ const OPERATIONS: [&str; 4] = [
     "create order",
 ];
 
-/// Log filter of the benchmarked processes: the lines that report their
-/// addresses, and problems.
-const RUST_LOG: &str = "warn,marketplace_grpc=info,marketplace_gateway::startup=info";
+/// Log filter of the benchmarked processes without telemetry: the lines
+/// that report their addresses, and problems.
+const QUIET_RUST_LOG: &str = "warn,marketplace_grpc=info,marketplace_grpc::observe=warn,\
+                              marketplace_gateway::startup=info,marketplace_telemetry::admin=info";
 
 /// How long a process may take from start to logging its address
 /// (Elasticsearch index creation and migrations included).
@@ -61,10 +62,25 @@ struct Run {
 }
 
 pub(crate) fn gateway(tools: &Tools, args: &GatewayBenchArgs) -> Result<()> {
+    measure(tools, args, run)
+}
+
+/// `cargo xtask bench telemetry`: the same workload on the separate
+/// processes on PostgreSQL and Elasticsearch, first with telemetry quiet
+/// (warnings only, no trace export), then full (JSON info lines for every
+/// request and RPC, every span exported over OTLP to a real OpenTelemetry
+/// Collector on the same machine, whose CPU is counted too).
+pub(crate) fn telemetry(tools: &Tools, args: &GatewayBenchArgs) -> Result<()> {
+    measure(tools, args, run_telemetry)
+}
+
+type Runner = fn(&Tools, &Backends, &Path, &GatewayBenchArgs) -> Result<Vec<Run>>;
+
+fn measure(tools: &Tools, args: &GatewayBenchArgs, runner: Runner) -> Result<()> {
     let release = build_release(&["marketplace", "marketplace-bench"])?;
 
     let backends = Backends::start(tools, false)?;
-    let result = run(tools, &backends, &release, args);
+    let result = runner(tools, &backends, &release, args);
     let shutdown = backends.shutdown();
     if let (Err(_), Err(e)) = (&result, &shutdown) {
         eprintln!("error while stopping the backends: {e:#}");
@@ -97,6 +113,7 @@ fn run(
         driver: release.join("marketplace-bench"),
         work: backends.run_dir().join("bench-gateway"),
         args,
+        telemetry: Telemetry::Quiet,
     };
     std::fs::create_dir_all(&bench.work)?;
     let embedded = bench.embedded()?;
@@ -120,11 +137,133 @@ fn run(
     Ok(vec![embedded, real])
 }
 
+fn run_telemetry(
+    tools: &Tools,
+    backends: &Backends,
+    release: &Path,
+    args: &GatewayBenchArgs,
+) -> Result<Vec<Run>> {
+    let mut bench = Bench {
+        marketplace: release.join("marketplace"),
+        driver: release.join("marketplace-bench"),
+        work: backends.run_dir().join("bench-telemetry"),
+        args,
+        telemetry: Telemetry::Quiet,
+    };
+    std::fs::create_dir_all(&bench.work)?;
+    let pg_url = backends
+        .var("MARKETPLACE_TEST_POSTGRES_URL")
+        .context("PostgreSQL did not start")?;
+    let es_url = backends
+        .var("MARKETPLACE_TEST_ELASTICSEARCH_URL")
+        .context("Elasticsearch did not start")?;
+    let mut runs = Vec::new();
+    for (label, slug) in [("telemetry off", "off"), ("telemetry on", "on")] {
+        let databases = [
+            format!("bench_telemetry_{slug}_account"),
+            format!("bench_telemetry_{slug}_order"),
+        ];
+        for database in &databases {
+            psql(tools, pg_url, &format!("CREATE DATABASE {database}"))?;
+        }
+        let mut pids = backends.pids();
+        let mut collector = None;
+        if slug == "on" {
+            let (process, endpoint) = start_collector(backends, &bench.work)?;
+            pids.extend(process.pid().map(|pid| ("otelcol", pid)));
+            collector = Some(process);
+            bench.telemetry = Telemetry::Full {
+                otlp_endpoint: endpoint,
+            };
+        }
+        let run = bench.separate(
+            label,
+            &database_url(pg_url, &databases[0])?,
+            es_url,
+            &database_url(pg_url, &databases[1])?,
+            &pids,
+        );
+        if let Some(mut collector) = collector {
+            collector.stop()?;
+        }
+        runs.push(run?);
+        signals::check()?;
+    }
+    Ok(runs)
+}
+
+/// A collector receiving OTLP/gRPC on a free loopback port and writing the
+/// spans to a file in `work`; the endpoint to give the services.
+fn start_collector(backends: &Backends, work: &Path) -> Result<(Supervised, String)> {
+    let binary = backends
+        .var("MARKETPLACE_TEST_OTELCOL")
+        .context("the OpenTelemetry Collector is not installed")?;
+    let port = process::free_port()?;
+    let config = work.join("otelcol.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{port}\n\
+             exporters:\n  file:\n    path: {}\n\
+             service:\n  telemetry:\n    metrics:\n      level: none\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [file]\n",
+            work.join("spans.jsonl").display()
+        ),
+    )?;
+    let mut command = Command::new(binary);
+    command.arg(format!("--config=file:{}", config.display()));
+    let log = work.join("otelcol.log");
+    let collector = Supervised::spawn(
+        "otelcol",
+        command,
+        &log,
+        libc::SIGTERM,
+        Duration::from_secs(10),
+    )?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!(
+                "the collector did not listen within {START_TIMEOUT:?}:\n{}",
+                process::tail(&log, 20)
+            );
+        }
+        signals::check()?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((collector, format!("http://127.0.0.1:{port}")))
+}
+
 struct Bench<'a> {
     marketplace: PathBuf,
     driver: PathBuf,
     work: PathBuf,
     args: &'a GatewayBenchArgs,
+    /// What the processes log and where they send traces.
+    telemetry: Telemetry,
+}
+
+/// The telemetry of the benchmarked processes.
+#[derive(Debug, Clone)]
+enum Telemetry {
+    /// Problems only, no trace export: what the processes cannot do
+    /// without (metrics are always kept).
+    Quiet,
+    /// What a cluster runs with: an info line per request and per RPC as
+    /// JSON, every span exported over OTLP to a collector.
+    Full { otlp_endpoint: String },
+}
+
+impl Telemetry {
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::Quiet => vec![("RUST_LOG", QUIET_RUST_LOG.to_owned())],
+            Self::Full { otlp_endpoint } => vec![
+                ("RUST_LOG", "info".to_owned()),
+                (env::LOG_FORMAT, "json".to_owned()),
+                (env::OTLP_ENDPOINT, otlp_endpoint.clone()),
+            ],
+        }
+    }
 }
 
 impl Bench<'_> {
@@ -159,11 +298,21 @@ impl Bench<'_> {
         order_db: &str,
         backend_pids: &[(&str, u32)],
     ) -> Result<Run> {
-        const LABEL: &str = "real";
-        println!("==> {LABEL}: starting account, catalog, order and gateway");
+        self.separate("real", account_db, search_url, order_db, backend_pids)
+    }
+
+    fn separate(
+        &self,
+        label: &'static str,
+        account_db: &str,
+        search_url: &str,
+        order_db: &str,
+        backend_pids: &[(&str, u32)],
+    ) -> Result<Run> {
+        println!("==> {label}: starting account, catalog, order and gateway");
         let mut services = Vec::new();
         services.push(self.serve(
-            LABEL,
+            label,
             "account",
             &[
                 (env::ACCOUNT_LISTEN_ADDR, loopback_port_0()),
@@ -171,18 +320,21 @@ impl Bench<'_> {
             ],
         )?);
         services.push(self.serve(
-            LABEL,
+            label,
             "catalog",
             &[
                 (env::CATALOG_LISTEN_ADDR, loopback_port_0()),
                 (env::CATALOG_SEARCH_URL, search_url.to_owned()),
-                (env::CATALOG_INDEX_NAME, "bench-gateway-products".to_owned()),
+                (
+                    env::CATALOG_INDEX_NAME,
+                    format!("bench-gateway-{}-products", label.replace(' ', "-")),
+                ),
             ],
         )?);
-        let account = self.grpc_url(&mut services[0], LABEL, "account")?;
-        let catalog = self.grpc_url(&mut services[1], LABEL, "catalog")?;
+        let account = self.grpc_url(&mut services[0], label, "account")?;
+        let catalog = self.grpc_url(&mut services[1], label, "catalog")?;
         services.push(self.serve(
-            LABEL,
+            label,
             "order",
             &[
                 (env::ORDER_LISTEN_ADDR, loopback_port_0()),
@@ -191,9 +343,9 @@ impl Bench<'_> {
                 (env::ORDER_CATALOG_URL, catalog.clone()),
             ],
         )?);
-        let order = self.grpc_url(&mut services[2], LABEL, "order")?;
+        let order = self.grpc_url(&mut services[2], label, "order")?;
         services.push(self.serve(
-            LABEL,
+            label,
             "gateway",
             &[
                 (env::GATEWAY_LISTEN_ADDR, loopback_port_0()),
@@ -202,21 +354,22 @@ impl Bench<'_> {
                 (env::GATEWAY_ORDER_URL, order),
             ],
         )?);
-        let gateway = self.logged_address(&mut services[3], LABEL, "gateway", "serving GraphQL")?;
+        let gateway = self.logged_address(&mut services[3], label, "gateway", "serving GraphQL")?;
         let watch = self.watch(
             &services,
             &["account", "catalog", "order", "gateway"],
             backend_pids,
         );
-        self.drive(LABEL, &gateway, &watch, &mut services)
+        self.drive(label, &gateway, &watch, &mut services)
     }
 
     fn serve(&self, label: &str, target: &str, env: &[(&str, String)]) -> Result<Supervised> {
         let mut env = env.to_vec();
         env.extend([
-            ("RUST_LOG", RUST_LOG.to_owned()),
             ("NO_COLOR", "1".to_owned()),
+            (env::ADMIN_LISTEN_ADDR, loopback_port_0()),
         ]);
+        env.extend(self.telemetry.env());
         serve(&self.marketplace, target, &env, &self.log(label, target))
     }
 
@@ -377,6 +530,18 @@ fn print_summary(runs: &[Run], args: &GatewayBenchArgs) {
         }
         numbers.insert("cpu_seconds".to_owned(), cpu.clone());
         machine.insert(run.label.to_owned(), serde_json::Value::Object(numbers));
+    }
+    let throughput = |label: &str| {
+        runs.iter()
+            .find(|run| run.label == label)
+            .and_then(|run| run.summary["total"]["throughput"].as_f64())
+    };
+    if let (Some(off), Some(on)) = (throughput("telemetry off"), throughput("telemetry on")) {
+        let cost = (1.0 - on / off) * 100.0;
+        println!(
+            "    telemetry costs {cost:.1}% of the throughput ({off:.0} req/s off, {on:.0} req/s on; target at most 10%)"
+        );
+        machine.insert("telemetry_cost_percent".to_owned(), cost.into());
     }
     println!(
         "bench-gateway-summary {}",

@@ -81,6 +81,10 @@ enum Bench {
     /// products, search, an account with its orders, create order), on the
     /// embedded setup and on the separate services on the real backends.
     Gateway(bench_gateway::GatewayBenchArgs),
+    /// The gateway mix on the separate services with telemetry quiet
+    /// (warnings only, no trace export) and full (JSON request logs, every
+    /// span exported over OTLP to a collector): the cost of telemetry.
+    Telemetry(bench_gateway::GatewayBenchArgs),
     /// 1 and 50 Marketplaces on the operator and the kwok cluster: time to
     /// children and to Ready, peak memory, API writes once converged.
     Operator(bench_operator::OperatorBenchArgs),
@@ -106,6 +110,11 @@ fn main() -> ExitCode {
             bench: Bench::Gateway(args),
         } => install()
             .and_then(|tools| bench_gateway::gateway(&tools, &args))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Bench {
+            bench: Bench::Telemetry(args),
+        } => install()
+            .and_then(|tools| bench_gateway::telemetry(&tools, &args))
             .map(|()| ExitCode::SUCCESS),
         Command::Bench {
             bench: Bench::Operator(args),
