@@ -42,6 +42,10 @@ pub const GRPC_PORT_NAME: &str = "grpc";
 /// container and on the Service.
 pub const HTTP_PORT_NAME: &str = "http";
 
+/// The name of a gRPC service's admin port (`/metrics`, `/healthz`,
+/// `/readyz`), on the container and on the Service.
+pub const ADMIN_PORT_NAME: &str = super::monitoring::METRICS_PORT_NAME;
+
 /// The gateway's liveness check: 200 while the process serves at all.
 pub const LIVENESS_PATH: &str = "/healthz";
 
@@ -133,17 +137,44 @@ pub fn service(marketplace: &Marketplace, component: Component) -> Option<Servic
         spec: Some(ServiceSpec {
             type_: Some(service_type(workload.service_type).to_owned()),
             selector: Some(selector_labels(marketplace, component)),
-            ports: Some(vec![ServicePort {
-                name: Some(workload.port_name.to_owned()),
-                protocol: Some("TCP".to_owned()),
-                port: workload.service_port,
-                target_port: Some(IntOrString::String(workload.port_name.to_owned())),
-                ..ServicePort::default()
-            }]),
+            ports: Some(service_ports(&workload)),
             ..ServiceSpec::default()
         }),
         ..Service::default()
     })
+}
+
+/// The Service's ports: the workload's own, and for a gRPC service its
+/// admin port, which the ServiceMonitor scrapes.
+fn service_ports(workload: &Workload<'_>) -> Vec<ServicePort> {
+    let port = |name: &str, number: i32| ServicePort {
+        name: Some(name.to_owned()),
+        protocol: Some("TCP".to_owned()),
+        port: number,
+        target_port: Some(IntOrString::String(name.to_owned())),
+        ..ServicePort::default()
+    };
+    let mut ports = vec![port(workload.port_name, workload.service_port)];
+    if matches!(workload.health, Health::Grpc(_)) {
+        ports.push(port(ADMIN_PORT_NAME, i32::from(ports::ADMIN)));
+    }
+    ports
+}
+
+/// The container's ports: the workload's own, and for a gRPC service its
+/// admin port (`/metrics`, `/healthz`, `/readyz`).
+fn container_ports(workload: &Workload<'_>) -> Vec<ContainerPort> {
+    let port = |name: &str, number: u16| ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: i32::from(number),
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    };
+    let mut ports = vec![port(workload.port_name, workload.port)];
+    if matches!(workload.health, Health::Grpc(_)) {
+        ports.push(port(ADMIN_PORT_NAME, ports::ADMIN));
+    }
+    ports
 }
 
 /// The PodDisruptionBudget of a service: at most one pod voluntarily
@@ -195,7 +226,7 @@ enum Health {
 }
 
 /// Which question a probe asks.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Check {
     Live,
     Ready,
@@ -263,12 +294,7 @@ fn pod_spec(marketplace: &Marketplace, component: Component, workload: &Workload
                 component.as_str().to_owned(),
             ]),
             env: Some(env_vars(marketplace, component, workload.port)),
-            ports: Some(vec![ContainerPort {
-                name: Some(workload.port_name.to_owned()),
-                container_port: i32::from(workload.port),
-                protocol: Some("TCP".to_owned()),
-                ..ContainerPort::default()
-            }]),
+            ports: Some(container_ports(workload)),
             readiness_probe: Some(probe(workload, Check::Ready, 10, 3)),
             liveness_probe: Some(probe(workload, Check::Live, 10, 3)),
             startup_probe: Some(probe(
@@ -433,17 +459,28 @@ pub(super) fn service_host(marketplace: &Marketplace, service: &str) -> String {
     }
 }
 
-/// A health check: native gRPC of the service's own name (which answers
-/// for liveness and readiness alike), or an HTTP GET of the gateway's live
-/// or ready path. Every field is explicit, so what the API server stores
-/// equals what was built.
+/// A health check. A gRPC service is ready when its native gRPC health
+/// check of its own name says SERVING, which follows its store; it is live
+/// while its admin port answers `/healthz`, so a store outage makes it
+/// unready but never gets it restarted. The gateway answers its live and
+/// ready paths on its HTTP port. Every field is explicit, so what the API
+/// server stores equals what was built.
 fn probe(
     workload: &Workload<'_>,
     check: Check,
     period_seconds: i32,
     failure_threshold: i32,
 ) -> Probe {
+    let http = |path: &str, port: &str| HTTPGetAction {
+        path: Some(path.to_owned()),
+        port: IntOrString::String(port.to_owned()),
+        scheme: Some("HTTP".to_owned()),
+        ..HTTPGetAction::default()
+    };
     let (grpc, http_get) = match workload.health {
+        Health::Grpc(_) if check == Check::Live => {
+            (None, Some(http(LIVENESS_PATH, ADMIN_PORT_NAME)))
+        }
         Health::Grpc(service) => (
             Some(GRPCAction {
                 port: i32::from(workload.port),
@@ -453,18 +490,13 @@ fn probe(
         ),
         Health::Http => (
             None,
-            Some(HTTPGetAction {
-                path: Some(
-                    match check {
-                        Check::Live => LIVENESS_PATH,
-                        Check::Ready => READINESS_PATH,
-                    }
-                    .to_owned(),
-                ),
-                port: IntOrString::String(workload.port_name.to_owned()),
-                scheme: Some("HTTP".to_owned()),
-                ..HTTPGetAction::default()
-            }),
+            Some(http(
+                match check {
+                    Check::Live => LIVENESS_PATH,
+                    Check::Ready => READINESS_PATH,
+                },
+                workload.port_name,
+            )),
         ),
     };
     Probe {
@@ -836,20 +868,26 @@ mod tests {
             let deployment = deployment(&marketplace, component).unwrap();
             let container = container(&deployment);
             let ports = container.ports.as_ref().unwrap();
-            assert_eq!(ports.len(), 1);
+            assert_eq!(ports.len(), 2);
             assert_eq!(ports[0].name.as_deref(), Some("grpc"));
             assert_eq!(ports[0].container_port, port);
-            for probe in [
-                &container.readiness_probe,
-                &container.liveness_probe,
-                &container.startup_probe,
-            ] {
+            assert_eq!(ports[1].name.as_deref(), Some("metrics"));
+            assert_eq!(ports[1].container_port, 9090);
+            // Ready while the store is: the gRPC health check follows it.
+            let ready = container.readiness_probe.as_ref().unwrap();
+            let grpc = ready.grpc.as_ref().unwrap();
+            assert_eq!(grpc.port, port);
+            assert_eq!(grpc.service.as_deref(), Some(health));
+            assert!(ready.http_get.is_none() && ready.tcp_socket.is_none());
+            assert!(ready.exec.is_none());
+            // Live while the process answers at all: a store outage must
+            // not get the pod restarted.
+            for probe in [&container.liveness_probe, &container.startup_probe] {
                 let probe = probe.as_ref().unwrap();
-                let grpc = probe.grpc.as_ref().unwrap();
-                assert_eq!(grpc.port, port);
-                assert_eq!(grpc.service.as_deref(), Some(health));
-                assert!(probe.http_get.is_none() && probe.tcp_socket.is_none());
-                assert!(probe.exec.is_none());
+                let http = probe.http_get.as_ref().unwrap();
+                assert_eq!(http.path.as_deref(), Some("/healthz"));
+                assert_eq!(http.port, IntOrString::String("metrics".to_owned()));
+                assert!(probe.grpc.is_none() && probe.exec.is_none());
             }
             let startup = container.startup_probe.as_ref().unwrap();
             let patience = startup.period_seconds.unwrap() * startup.failure_threshold.unwrap();
@@ -997,7 +1035,7 @@ mod tests {
     }
 
     #[test]
-    fn each_service_is_a_cluster_ip_on_its_named_grpc_port() {
+    fn each_service_is_a_cluster_ip_on_its_named_grpc_port_and_its_metrics_port() {
         let marketplace = default_marketplace();
 
         for (component, port) in [
@@ -1008,12 +1046,19 @@ mod tests {
             let spec = service(&marketplace, component).unwrap().spec.unwrap();
             assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
             let ports = spec.ports.unwrap();
-            assert_eq!(ports.len(), 1);
+            assert_eq!(ports.len(), 2);
             assert_eq!(ports[0].name.as_deref(), Some("grpc"));
             assert_eq!(ports[0].port, port);
             assert_eq!(
                 ports[0].target_port,
                 Some(IntOrString::String("grpc".to_owned()))
+            );
+            // The port the ServiceMonitor scrapes.
+            assert_eq!(ports[1].name.as_deref(), Some("metrics"));
+            assert_eq!(ports[1].port, 9090);
+            assert_eq!(
+                ports[1].target_port,
+                Some(IntOrString::String("metrics".to_owned()))
             );
             assert_eq!(
                 grpc_url(&marketplace, component).unwrap(),
