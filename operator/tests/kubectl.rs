@@ -134,12 +134,14 @@ async fn the_example_applied_with_kubectl_becomes_ready_shows_its_gateway_and_fo
             "{name}"
         );
         let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-        for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
-            let probe = &container[probe];
+        for probe_name in ["startupProbe", "readinessProbe", "livenessProbe"] {
+            let probe = &container[probe_name];
             if name == "shop-gateway" {
                 assert_eq!(probe["httpGet"]["port"], "http", "{name}: {probe}");
-            } else {
+            } else if probe_name == "readinessProbe" {
                 assert!(probe["grpc"]["port"].is_number(), "{name}: {probe}");
+            } else {
+                assert_eq!(probe["httpGet"]["port"], "metrics", "{name}: {probe}");
             }
         }
         names.push(name);
