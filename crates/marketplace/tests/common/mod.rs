@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use marketplace_config::env;
 use serde_json::{Value, json};
 
+pub mod cluster;
 pub mod walkthrough;
 
 /// A `marketplace` command with only what the test sets in its
@@ -86,6 +87,23 @@ impl Served {
             .iter()
             .filter_map(|line| serde_json::from_str(line).ok())
             .collect()
+    }
+}
+
+/// Polls `check` until it gives a value, for at most `timeout`: for
+/// tests on blocking threads, where `marketplace_testkit::eventually`
+/// (async) cannot run.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
