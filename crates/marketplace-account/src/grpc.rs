@@ -104,6 +104,10 @@ impl From<ServiceError> for Status {
             ServiceError::Storage(error @ StorageError::Unavailable(_)) => {
                 marketplace_grpc::unavailable("the account database", &error)
             }
+            ServiceError::Storage(error @ StorageError::NotReady(_)) => {
+                tracing::debug!(error = %marketplace_grpc::chain(&error), "refused while starting");
+                Status::unavailable(format!("{error}; try again later"))
+            }
             ServiceError::Storage(error) => {
                 marketplace_grpc::internal("the account database", &error)
             }

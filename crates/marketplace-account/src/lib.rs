@@ -4,11 +4,15 @@
 //!
 //! - [`domain`]: the [`Account`](domain::Account) record.
 //! - [`storage`]: the [`AccountStore`](storage::AccountStore) trait, its
-//!   PostgreSQL and SQLite implementations, and [`Accounts`](storage::Accounts),
-//!   which picks one by the URL's scheme and runs the migrations.
+//!   PostgreSQL and SQLite implementations, [`Accounts`](storage::Accounts),
+//!   which picks one by the URL's scheme and runs the migrations, and
+//!   [`GuardedAccounts`](storage::GuardedAccounts), the store as served:
+//!   started in the background, its readiness checked, every call traced,
+//!   timed and guarded by a circuit breaker.
 //! - [`grpc`]: [`AccountGrpc`](grpc::AccountGrpc), the transport: request
 //!   validation and error-to-status mapping.
-//! - [`startup`]: the [`Application`] that binds, connects and serves.
+//! - [`startup`]: the [`Application`] that binds, starts the store and
+//!   serves.
 
 pub mod domain;
 pub mod grpc;

@@ -11,18 +11,22 @@ use marketplace_proto::account::v1::account_service_server::{AccountServiceServe
 use tonic::service::Routes;
 
 use crate::grpc::AccountGrpc;
-use crate::storage::Accounts;
+use crate::storage::{Accounts, GuardedAccounts};
 
-/// The account service, connected and bound but not yet serving.
+/// The account service, bound but not yet serving; its database may still
+/// be starting (see [`Application::readiness`]).
 #[derive(Debug)]
 pub struct Application {
-    store: Accounts,
+    store: GuardedAccounts,
     shared: marketplace_grpc::Shared,
     listener: Listener,
 }
 
 impl Application {
-    /// Connects to the store (creating schema/index if needed) and binds the listener.
+    /// Checks the database URL, binds the listener and starts the database
+    /// in the background: a PostgreSQL server that is not reachable yet
+    /// delays readiness, not start-up. A SQLite file is opened and migrated
+    /// here, and a URL that cannot work is an error.
     pub async fn build(
         config: AccountConfig,
         shared: &marketplace_grpc::Shared,
@@ -33,7 +37,7 @@ impl Application {
                  postgres:// URL or as sqlite://PATH"
             )
         })?;
-        let store = Accounts::connect(&url, config.database_pool_size)
+        let store = Accounts::open(&url, config.database_pool_size)
             .await
             .with_context(|| {
                 format!(
@@ -44,6 +48,7 @@ impl Application {
         let listener = Listener::bind(config.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+        let store = GuardedAccounts::new(store, shared);
         Ok(Self {
             store,
             listener,
@@ -57,7 +62,7 @@ impl Application {
 
     /// What must be up for the service to be ready (its store).
     pub fn readiness(&self) -> Vec<marketplace_telemetry::Readiness> {
-        Vec::new()
+        vec![self.store.readiness()]
     }
 
     /// Serves until `shutdown` completes, then finishes the calls in flight.
@@ -65,6 +70,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let readiness = self.readiness();
         let routes = Routes::new(AccountServiceServer::new(AccountGrpc::new(self.store)));
         self.listener
             .serve(
@@ -72,7 +78,7 @@ impl Application {
                     service_name: SERVICE_NAME,
                     component: "account",
                     metrics: self.shared.metrics.clone(),
-                    readiness: Vec::new(),
+                    readiness,
                 },
                 routes,
                 shutdown,

@@ -1,5 +1,6 @@
 //! Start-up refuses configurations that cannot work, with a message that
-//! says what to change and never the URL's secrets.
+//! says what to change and never the URL's secrets; a PostgreSQL database
+//! that cannot be reached yet only delays readiness.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -7,8 +8,12 @@ mod common;
 
 use marketplace_account::Application;
 use marketplace_config::SecretUrl;
+use marketplace_proto::account::v1::{CreateAccountRequest, GetAccountRequest};
+use marketplace_testkit::postgres;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::common::config;
+use crate::common::{Keep, Running, config};
 
 async fn build_error(url: Option<&str>) -> String {
     let error = Application::build(
@@ -50,26 +55,98 @@ async fn a_sqlite_url_without_a_path_is_refused() {
     assert!(error.contains("names no SQLite file"), "{error}");
 }
 
-#[tokio::test]
-async fn a_database_that_is_down_fails_start_up_with_the_reason() {
-    // A port that was free a moment ago: nothing listens there.
+/// A URL of a port where nothing listens: bound a moment ago, then freed.
+fn closed_port_url() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let url = format!("postgres://app:hunter2@127.0.0.1:{port}/accounts");
+    format!("postgres://app:hunter2@127.0.0.1:{port}/accounts")
+}
 
-    let error = build_error(Some(&url)).await;
+#[tokio::test]
+async fn a_database_that_is_down_leaves_the_service_not_serving_and_its_calls_unavailable() {
+    let mut app = Running::starting(SecretUrl::new(closed_port_url()), Keep::Nothing).await;
 
-    assert!(
-        error.starts_with(
-            "cannot open the account database (postgres) named by MARKETPLACE_ACCOUNT_DATABASE_URL"
-        ),
-        "{error}"
+    app.wait_until(ServingStatus::NotServing).await;
+    let status = app
+        .client
+        .create_account(CreateAccountRequest {
+            name: "too early".to_owned(),
+        })
+        .await
+        .unwrap_err();
+
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "the account database is not ready; try again later"
     );
-    assert!(error.contains("refused"), "{error}");
-    assert!(!error.contains("hunter2"), "{error}");
+}
+
+#[tokio::test]
+async fn the_readiness_flag_names_the_database_and_is_down_while_it_is_unreachable() {
+    let application = Application::build(
+        config(Some(SecretUrl::new(closed_port_url()))),
+        &marketplace_grpc::Shared::default(),
+    )
+    .await
+    .unwrap();
+
+    let readiness = application.readiness();
+
+    assert_eq!(readiness.len(), 1);
+    assert_eq!(readiness[0].name(), "the account database");
+    assert!(!readiness[0].is_ready());
+}
+
+#[tokio::test]
+async fn a_database_that_comes_up_after_the_service_makes_it_serving_without_a_restart() {
+    let Some(mut server) = postgres::server().await else {
+        return;
+    };
+    server.stop().await;
+    let mut app = Running::starting(SecretUrl::new(server.url()), Keep::Nothing).await;
+    app.wait_until(ServingStatus::NotServing).await;
+
+    server.start().await;
+
+    app.wait_until(ServingStatus::Serving).await;
+    let created = app
+        .client
+        .create_account(CreateAccountRequest {
+            name: "after the database came up".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    let fetched = app
+        .client
+        .get_account(GetAccountRequest {
+            id: created.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    assert_eq!(fetched, created);
+}
+
+#[tokio::test]
+async fn a_sqlite_file_is_ready_at_once() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let application = Application::build(
+        config(Some(common::sqlite_url(&dir))),
+        &marketplace_grpc::Shared::default(),
+    )
+    .await
+    .unwrap();
+
+    assert!(application.readiness().iter().all(|r| r.is_ready()));
 }
 
 #[tokio::test]

@@ -65,6 +65,10 @@ impl From<CatalogError> for Status {
             CatalogError::Storage(error @ StorageError::Unavailable(_)) => {
                 marketplace_grpc::unavailable("the product search backend", &error)
             }
+            CatalogError::Storage(error @ StorageError::NotReady(_)) => {
+                tracing::debug!(error = %marketplace_grpc::chain(&error), "refused while starting");
+                Status::unavailable("the product search backend is not ready; try again later")
+            }
             CatalogError::Storage(error) => {
                 marketplace_grpc::internal("the catalog request", &error)
             }

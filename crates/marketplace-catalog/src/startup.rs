@@ -11,19 +11,23 @@ use marketplace_proto::catalog::v1::catalog_service_server::{CatalogServiceServe
 use tonic::service::Routes;
 
 use crate::grpc::CatalogGrpc;
-use crate::storage::Products;
+use crate::storage::{GuardedProducts, Products};
 
-/// The catalog service, connected and bound, not yet serving.
+/// The catalog service, bound and not yet serving; its store may still be
+/// starting (see [`Application::readiness`]).
 #[derive(Debug)]
 pub struct Application {
     listener: Listener,
     shared: marketplace_grpc::Shared,
-    products: Products,
+    products: GuardedProducts,
 }
 
 impl Application {
-    /// Connects to the store (creating the index if needed) and binds the
-    /// listener.
+    /// Checks the search URL, binds the listener and starts the store in
+    /// the background: an Elasticsearch that is not reachable yet, or whose
+    /// index cannot be used, delays readiness, not start-up (the reason is
+    /// logged at each attempt). A tantivy index is opened here, and a URL
+    /// that cannot work is an error.
     pub async fn build(
         config: CatalogConfig,
         shared: &marketplace_grpc::Shared,
@@ -34,17 +38,18 @@ impl Application {
                  (http://host:9200) or tantivy://PATH for an embedded index"
             )
         })?;
-        let products = Products::connect(&url, &config.index_name)
+        let products = Products::open(&url, &config.index_name)
             .await
             .with_context(|| {
                 format!(
-                    "connecting to the product store ({CATALOG_SEARCH_URL}, a {} URL)",
+                    "opening the product store ({CATALOG_SEARCH_URL}, a {} URL)",
                     url.scheme()
                 )
             })?;
         let listener = Listener::bind(config.listen_addr)
             .await
             .with_context(|| format!("binding {}", config.listen_addr))?;
+        let products = GuardedProducts::new(products, shared);
         Ok(Self {
             listener,
             products,
@@ -58,7 +63,7 @@ impl Application {
 
     /// What must be up for the service to be ready (its store).
     pub fn readiness(&self) -> Vec<marketplace_telemetry::Readiness> {
-        Vec::new()
+        vec![self.products.readiness()]
     }
 
     /// Serves until `shutdown` completes, then lets calls in flight finish.
@@ -66,6 +71,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let readiness = self.readiness();
         let routes = Routes::new(CatalogServiceServer::new(CatalogGrpc::new(self.products)));
         self.listener
             .serve(
@@ -73,7 +79,7 @@ impl Application {
                     service_name: SERVICE_NAME,
                     component: "catalog",
                     metrics: self.shared.metrics.clone(),
-                    readiness: Vec::new(),
+                    readiness,
                 },
                 routes,
                 shutdown,

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use marketplace_catalog::Application;
 use marketplace_config::{CatalogConfig, SecretUrl};
@@ -19,6 +20,9 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tonic::Code;
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 const SERVICE: &str = "marketplace.catalog.v1.CatalogService";
 
@@ -38,7 +42,15 @@ fn config(url: &str, index_name: &str) -> CatalogConfig {
     }
 }
 
+/// The service, once it reports SERVING.
 async fn start(config: CatalogConfig, directory: Option<TempDir>) -> Running {
+    let running = starting(config, directory).await;
+    wait_until(running.address, ServingStatus::Serving).await;
+    running
+}
+
+/// The service, serving and perhaps not ready yet.
+async fn starting(config: CatalogConfig, directory: Option<TempDir>) -> Running {
     let application = Application::build(config, &marketplace_grpc::Shared::default())
         .await
         .unwrap();
@@ -63,6 +75,28 @@ async fn tantivy() -> Running {
     let directory = TempDir::new().unwrap();
     let url = format!("tantivy://{}", directory.path().join("index").display());
     start(config(&url, "unused"), Some(directory)).await
+}
+
+/// What the health service says of the catalog service.
+async fn health(address: SocketAddr) -> ServingStatus {
+    HealthClient::new(channel(address).await)
+        .check(HealthCheckRequest {
+            service: SERVICE.into(),
+        })
+        .await
+        .map_or(ServingStatus::Unknown, |response| {
+            response.into_inner().status()
+        })
+}
+
+/// Returns once the health service says `status`.
+async fn wait_until(address: SocketAddr, status: ServingStatus) {
+    marketplace_testkit::eventually(
+        &format!("the catalog service reports {status:?}"),
+        Duration::from_secs(60),
+        || async move { (health(address).await == status).then_some(()) },
+    )
+    .await;
 }
 
 async fn channel(address: SocketAddr) -> Channel {
@@ -596,54 +630,147 @@ async fn elasticsearch_going_down_is_unavailable_without_backend_text() {
 }
 
 #[tokio::test]
-async fn the_service_starts_only_with_a_reachable_elasticsearch() {
+async fn an_unreachable_elasticsearch_leaves_the_service_not_serving_and_its_calls_unavailable() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
 
-    let error = Application::build(
-        config(&url, "products"),
-        &marketplace_grpc::Shared::default(),
-    )
-    .await
-    .unwrap_err();
+    let mut running = starting(config(&url, "products"), None).await;
 
-    assert!(format!("{error:#}").contains("unavailable"), "{error:#}");
+    wait_until(running.address, ServingStatus::NotServing).await;
+    let status = running
+        .client
+        .list_products(ListProductsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "the product search backend is not ready; try again later"
+    );
 }
 
 #[tokio::test]
-async fn the_service_refuses_to_start_on_an_index_with_the_seed_mapping() {
+async fn an_elasticsearch_that_comes_up_after_the_service_makes_it_serving_without_a_restart() {
     let Some(index) = marketplace_testkit::elasticsearch::index().await else {
         return;
     };
-    index
-        .create(serde_json::json!({
-            "mappings": {
-                "properties": {
-                    "id": { "type": "keyword" },
-                    "name": { "type": "text" },
-                    "description": { "type": "text" },
-                    "price": { "type": "float" },
-                    "created_at": { "type": "date" }
-                }
-            }
-        }))
-        .await;
-
-    let error = Application::build(
-        config(index.url(), index.name()),
-        &marketplace_grpc::Shared::default(),
+    let target = index
+        .url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    // Bound but not forwarding yet: connections are accepted and closed.
+    let gate = Gate::closed(target).await;
+    let mut running = starting(
+        config(&format!("http://{}", gate.address), index.name()),
+        None,
     )
-    .await
-    .unwrap_err();
+    .await;
+    wait_until(running.address, ServingStatus::NotServing).await;
 
-    let message = format!("{error:#}");
-    for needle in [
-        index.name(),
-        "price_minor_units",
-        "MARKETPLACE_CATALOG_INDEX_NAME",
-    ] {
-        assert!(message.contains(needle), "{needle:?} not in {message}");
+    gate.open();
+
+    wait_until(running.address, ServingStatus::Serving).await;
+    let created = create(&mut running, "Lamp", "Brass", 100).await;
+    let found = running
+        .client
+        .get_product(GetProductRequest {
+            id: created.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .product
+        .unwrap();
+    assert_eq!(found, created);
+}
+
+#[tokio::test]
+async fn an_index_with_the_seed_mapping_keeps_the_service_not_serving() {
+    let Some(index) = marketplace_testkit::elasticsearch::index().await else {
+        return;
+    };
+    index.create(seed_mapping()).await;
+
+    let mut running = starting(config(index.url(), index.name()), None).await;
+
+    // Reached, and refused: the readiness check never passes, and the
+    // reason (logged at each attempt) is the mapping; see the storage
+    // tests for its text.
+    wait_until(running.address, ServingStatus::NotServing).await;
+    let status = running
+        .client
+        .list_products(ListProductsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(health(running.address).await, ServingStatus::NotServing);
+}
+
+/// The mapping the Go original's seed creates.
+fn seed_mapping() -> serde_json::Value {
+    serde_json::json!({
+        "mappings": {
+            "properties": {
+                "id": { "type": "keyword" },
+                "name": { "type": "text" },
+                "description": { "type": "text" },
+                "price": { "type": "float" },
+                "created_at": { "type": "date" }
+            }
+        }
+    })
+}
+
+/// A port in front of `target` that accepts connections and closes them
+/// at once until it is opened, then forwards them: a server that is not
+/// up yet, then is.
+struct Gate {
+    address: SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    _task: AbortOnDrop,
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Gate {
+    async fn closed(target: SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let is_open = open.clone();
+        let task = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !is_open.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self {
+            address,
+            open,
+            _task: AbortOnDrop(task),
+        }
+    }
+
+    fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

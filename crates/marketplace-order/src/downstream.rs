@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use marketplace_domain::{Id, Money};
-use marketplace_grpc::{ChannelSettings, InvalidUrl};
+use marketplace_grpc::observe::ObservedChannel;
+use marketplace_grpc::{ChannelSettings, InvalidUrl, Shared};
 use marketplace_proto::account::v1::GetAccountRequest;
 use marketplace_proto::account::v1::account_service_client::AccountServiceClient;
 use marketplace_proto::catalog::v1::GetProductsRequest;
 use marketplace_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
-use tonic::transport::Channel;
+use marketplace_resilience::{Downstream as Guard, Failure, Idempotent, Policy};
 use tonic::{Code, Status};
 
 /// What placing an order asks of other services.
@@ -65,11 +66,14 @@ pub enum DownstreamError {
 impl DownstreamError {
     fn from_status(service: Service, status: Status) -> Self {
         match status.code() {
-            // Connection failures surface as UNAVAILABLE, and the channel's
-            // deadline as CANCELLED ("Timeout expired").
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
-                Self::Unavailable { service, status }
-            }
+            // Connection failures and an open breaker surface as
+            // UNAVAILABLE, the channel's deadline as CANCELLED ("Timeout
+            // expired") and the guard's as DEADLINE_EXCEEDED; an overloaded
+            // service sheds calls with RESOURCE_EXHAUSTED.
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::ResourceExhausted => Self::Unavailable { service, status },
             _ => Self::Unexpected { service, status },
         }
     }
@@ -88,25 +92,54 @@ impl DownstreamError {
     }
 }
 
-/// The account and catalog services over gRPC.
+/// The account and catalog services over gRPC: every call traced,
+/// carrying the request id and counted (`grpc_client_*`), and guarded per
+/// service: reads retried after failures of the service, a breaker that
+/// fails calls at once while the service is down.
 #[derive(Debug, Clone)]
 pub struct GrpcDownstream {
-    accounts: AccountServiceClient<Channel>,
-    catalog: CatalogServiceClient<Channel>,
+    accounts: AccountServiceClient<ObservedChannel>,
+    catalog: CatalogServiceClient<ObservedChannel>,
+    account_guard: Guard,
+    catalog_guard: Guard,
 }
 
 impl GrpcDownstream {
-    /// Clients that connect on first use, each call bounded by `settings`.
+    /// Clients that connect on first use, each call bounded by `settings`
+    /// and all attempts of one call by `settings.call_timeout`, with the
+    /// metrics and retry and breaker settings of `shared`.
     pub fn new(
         account_url: &str,
         catalog_url: &str,
         settings: ChannelSettings,
+        shared: &Shared,
     ) -> Result<Self, InvalidUrl> {
+        let channel =
+            |url| marketplace_grpc::observed_channel(url, settings, "order", &shared.metrics);
+        let guard = |dependency| {
+            Guard::new(
+                "order",
+                dependency,
+                Policy::new(&shared.resilience, settings.call_timeout),
+                &shared.metrics,
+            )
+        };
         Ok(Self {
-            accounts: AccountServiceClient::new(marketplace_grpc::channel(account_url, settings)?),
-            catalog: CatalogServiceClient::new(marketplace_grpc::channel(catalog_url, settings)?),
+            accounts: AccountServiceClient::new(channel(account_url)?),
+            catalog: CatalogServiceClient::new(channel(catalog_url)?),
+            account_guard: guard("account"),
+            catalog_guard: guard("catalog"),
         })
     }
+}
+
+/// A guarded call's failure as the downstream error of `service`: an open
+/// breaker and a passed deadline are the service being unavailable.
+fn failed(service: Service, failure: Failure<Status>) -> DownstreamError {
+    DownstreamError::from_status(
+        service,
+        marketplace_grpc::failure_status(service.name(), failure),
+    )
 }
 
 impl Downstream for GrpcDownstream {
@@ -114,10 +147,21 @@ impl Downstream for GrpcDownstream {
         let request = GetAccountRequest {
             id: id.as_str().to_owned(),
         };
-        match self.accounts.clone().get_account(request).await {
+        let answer = self
+            .account_guard
+            .call(
+                Idempotent::Yes,
+                || {
+                    let (mut client, request) = (self.accounts.clone(), request.clone());
+                    async move { client.get_account(request).await }
+                },
+                marketplace_grpc::verdict,
+            )
+            .await;
+        match answer {
             Ok(_) => Ok(true),
-            Err(status) if status.code() == Code::NotFound => Ok(false),
-            Err(status) => Err(DownstreamError::from_status(Service::Account, status)),
+            Err(Failure::Failed(status)) if status.code() == Code::NotFound => Ok(false),
+            Err(failure) => Err(failed(Service::Account, failure)),
         }
     }
 
@@ -126,11 +170,17 @@ impl Downstream for GrpcDownstream {
             ids: ids.iter().map(|id| id.as_str().to_owned()).collect(),
         };
         let products = self
-            .catalog
-            .clone()
-            .get_products(request)
+            .catalog_guard
+            .call(
+                Idempotent::Yes,
+                || {
+                    let (mut client, request) = (self.catalog.clone(), request.clone());
+                    async move { client.get_products(request).await }
+                },
+                marketplace_grpc::verdict,
+            )
             .await
-            .map_err(|status| DownstreamError::from_status(Service::Catalog, status))?
+            .map_err(|failure| failed(Service::Catalog, failure))?
             .into_inner()
             .products;
         products

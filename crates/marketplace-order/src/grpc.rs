@@ -176,6 +176,10 @@ impl From<ServiceError> for Status {
             ServiceError::Storage(ref cause @ StorageError::Unavailable(_)) => {
                 marketplace_grpc::unavailable("the order database", cause)
             }
+            ServiceError::Storage(ref cause @ StorageError::NotReady(_)) => {
+                tracing::debug!(error = %marketplace_grpc::chain(cause), "refused while starting");
+                Status::unavailable(format!("{cause}; try again later"))
+            }
             ServiceError::Storage(ref cause) => {
                 marketplace_grpc::internal("reading or writing orders", cause)
             }

@@ -4,7 +4,12 @@
 //! one call to the account service and one to the catalog, made at the
 //! same time; the total is computed exactly ([`domain::price_order`]) and
 //! the order and its lines are written in one transaction
-//! ([`storage::OrderStore::create`]).
+//! ([`storage::OrderStore::create`]), committed before the answer.
+//!
+//! Both downstream services are called through one guard each (retries
+//! of these reads, a circuit breaker: [`downstream::GrpcDownstream`]), and
+//! the store as [`storage::GuardedOrders`]: started in the background, its
+//! readiness checked, every call traced, timed and guarded.
 
 pub mod domain;
 pub mod downstream;

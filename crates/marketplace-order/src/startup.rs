@@ -10,20 +10,25 @@ use tonic::service::Routes;
 
 use crate::downstream::GrpcDownstream;
 use crate::grpc::{OrderGrpc, OrderServiceServer, SERVICE_NAME};
-use crate::storage::Orders;
+use crate::storage::{GuardedOrders, Orders};
 
-/// The order service, bound and ready to serve.
+/// The order service, bound and not yet serving; its database may still be
+/// starting (see [`Application::readiness`]).
 #[derive(Debug)]
 pub struct Application {
     listener: Listener,
     shared: marketplace_grpc::Shared,
-    grpc: OrderGrpc<Orders>,
+    readiness: marketplace_telemetry::Readiness,
+    grpc: OrderGrpc<GuardedOrders>,
 }
 
 impl Application {
-    /// Connects to the store (creating the schema if needed), prepares the
-    /// account and catalog clients (they connect on first use, so the
-    /// service starts while they are still down) and binds the listener.
+    /// Checks the database URL, prepares the account and catalog clients
+    /// (they connect on first use, so the service starts while they are
+    /// still down), binds the listener and starts the database in the
+    /// background: a PostgreSQL server that is not reachable yet delays
+    /// readiness, not start-up. A SQLite file is opened and migrated here,
+    /// and a URL that cannot work is an error.
     pub async fn build(
         config: OrderConfig,
         shared: &marketplace_grpc::Shared,
@@ -34,27 +39,30 @@ impl Application {
                 env::ORDER_DATABASE_URL
             )
         })?;
-        let store = Orders::connect(url, config.database_pool_size)
+        let store = Orders::open(url, config.database_pool_size)
             .await
             .with_context(|| format!("opening the order database ({url:?})"))?;
         let settings = ChannelSettings {
             connect_timeout: config.downstream_timeout,
             call_timeout: config.downstream_timeout,
         };
-        let downstream = GrpcDownstream::new(&config.account_url, &config.catalog_url, settings)
-            .with_context(|| {
-                format!(
-                    "{} or {} is not a valid URL",
-                    env::ORDER_ACCOUNT_URL,
-                    env::ORDER_CATALOG_URL
-                )
-            })?;
+        let downstream =
+            GrpcDownstream::new(&config.account_url, &config.catalog_url, settings, shared)
+                .with_context(|| {
+                    format!(
+                        "{} or {} is not a valid URL",
+                        env::ORDER_ACCOUNT_URL,
+                        env::ORDER_CATALOG_URL
+                    )
+                })?;
         let listener = Listener::bind(config.listen_addr)
             .await
             .with_context(|| format!("binding {}", config.listen_addr))?;
+        let store = GuardedOrders::new(store, shared);
         Ok(Self {
             shared: shared.clone(),
             listener,
+            readiness: store.readiness(),
             grpc: OrderGrpc::new(store, downstream),
         })
     }
@@ -65,7 +73,7 @@ impl Application {
 
     /// What must be up for the service to be ready (its store).
     pub fn readiness(&self) -> Vec<marketplace_telemetry::Readiness> {
-        Vec::new()
+        vec![self.readiness.clone()]
     }
 
     /// Serves until `shutdown` completes, then ends open watches and lets
@@ -74,6 +82,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let readiness = self.readiness();
         let stopper = self.grpc.watch_stopper();
         let shutdown = async move {
             shutdown.await;
@@ -86,7 +95,7 @@ impl Application {
                     service_name: SERVICE_NAME,
                     component: "order",
                     metrics: self.shared.metrics.clone(),
-                    readiness: Vec::new(),
+                    readiness,
                 },
                 routes,
                 shutdown,

@@ -174,6 +174,7 @@ fn while_the_catalog_is_down_orders_fail_fast_with_unavailable_and_succeed_again
 
     let load = Load::start(&graphql, 4, body, "createOrder");
     std::thread::sleep(Duration::from_secs(1));
+    let stopping = Instant::now();
     cluster::terminate(&catalog);
     exit_within(&mut catalog, Duration::from_secs(20));
     let down = Instant::now();

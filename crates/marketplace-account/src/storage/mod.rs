@@ -1,10 +1,14 @@
 //! Where accounts are kept: the [`AccountStore`] trait and its two
 //! implementations, [`PostgresAccounts`] and [`SqliteAccounts`], plus
-//! [`Accounts`], which picks one by the URL's scheme.
+//! [`Accounts`], which picks one by the URL's scheme, and
+//! [`GuardedAccounts`], the store as the service uses it: started in the
+//! background, every call traced, timed and guarded.
 //!
 //! Every value reaches SQL as a bound parameter, never as text formatted
 //! into a statement.
 
+mod guarded;
+mod pool;
 mod postgres;
 mod sqlite;
 
@@ -18,6 +22,7 @@ use marketplace_domain::{Id, Page, Text, TextRule};
 
 use crate::domain::Account;
 
+pub use self::guarded::GuardedAccounts;
 pub use self::postgres::PostgresAccounts;
 pub use self::sqlite::SqliteAccounts;
 
@@ -25,6 +30,11 @@ pub use self::sqlite::SqliteAccounts;
 /// deadline (5 s), so a down database is answered with `UNAVAILABLE` rather
 /// than the caller's own `DEADLINE_EXCEEDED`.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Longest wait for the connection that starts a PostgreSQL store: an
+/// address that swallows packets would otherwise hold the start-up for
+/// minutes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Storage of accounts.
 pub trait AccountStore: Send + Sync + 'static {
@@ -57,6 +67,10 @@ pub enum StorageError {
     /// Anything else: a bug, a schema mismatch, corrupt data.
     #[error("the account database failed")]
     Unexpected(#[source] BoxError),
+    /// The database has not been reached and migrated since the service
+    /// started; the source is the last attempt's failure, if any.
+    #[error("the account database is not ready")]
+    NotReady(#[source] Option<BoxError>),
 }
 
 type BoxError = Box<dyn Error + Send + Sync + 'static>;
@@ -156,6 +170,79 @@ pub enum Accounts {
 }
 
 impl Accounts {
+    /// The database `url` names, as [`Accounts::connect`] accepts it, not
+    /// yet started: PostgreSQL is only checked to be a valid URL and
+    /// connects on first use ([`Accounts::start`]); a SQLite file is local,
+    /// so it is opened and migrated at once.
+    pub async fn open(url: &SecretUrl, pool_size: u32) -> Result<Self, StorageError> {
+        if pool_size == 0 {
+            return Err(StorageError::Configuration(format!(
+                "{ACCOUNT_DATABASE_POOL_SIZE} must be at least 1"
+            )));
+        }
+        match url.scheme() {
+            "postgres" | "postgresql" => Ok(Self::Postgres(PostgresAccounts::new(url, pool_size)?)),
+            "sqlite" => Ok(Self::Sqlite(SqliteAccounts::connect(url, pool_size).await?)),
+            other => Err(StorageError::Configuration(format!(
+                "{ACCOUNT_DATABASE_URL} has the scheme {other:?}; accepted are postgres://, \
+                 postgresql:// (PostgreSQL) and sqlite://PATH (an embedded SQLite file)"
+            ))),
+        }
+    }
+
+    /// Reaches the database and brings its schema up to date (nothing to
+    /// do for SQLite, which [`Accounts::open`] migrated).
+    pub async fn start(&self) -> Result<(), StorageError> {
+        match self {
+            Self::Postgres(store) => store.start().await,
+            Self::Sqlite(_) => Ok(()),
+        }
+    }
+
+    /// Whether the database answers, for readiness.
+    async fn check(&self) -> Result<(), StorageError> {
+        match self {
+            Self::Postgres(store) => store.check().await,
+            Self::Sqlite(_) => Ok(()),
+        }
+    }
+
+    /// Whether the database is a local file rather than a server.
+    fn is_embedded(&self) -> bool {
+        matches!(self, Self::Sqlite(_))
+    }
+
+    /// The `store` label of the metrics.
+    fn store_label(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// The OpenTelemetry `db.system`.
+    fn db_system(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgresql",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Reports the pool in `metrics` as the account service's.
+    fn observe_pool(&mut self, metrics: &marketplace_telemetry::Metrics) {
+        match self {
+            Self::Postgres(store) => store.pool_mut().observe("account", metrics),
+            Self::Sqlite(store) => store.pool_mut().observe("account", metrics),
+        }
+    }
+
+    /// Records that the database just failed (see [`pool`]).
+    fn note_failure(&self) {
+        if let Self::Postgres(store) = self {
+            store.pool().note_failure();
+        }
+    }
+
     /// Connects to the database `url` names (`postgres://` or
     /// `postgresql://` for PostgreSQL, `sqlite://PATH` for a SQLite file,
     /// created if missing), with at most `pool_size` connections, and brings

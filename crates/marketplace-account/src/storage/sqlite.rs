@@ -11,9 +11,10 @@ use marketplace_config::SecretUrl;
 use marketplace_config::env::ACCOUNT_DATABASE_URL;
 use marketplace_domain::{Id, Page};
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
 
+use super::pool::TimedPool;
 use super::{ACQUIRE_TIMEOUT, AccountStore, StorageError, account_from_row, distinct};
 use crate::domain::Account;
 
@@ -28,7 +29,7 @@ type Row = (String, String, i64);
 /// Accounts in a SQLite database file.
 #[derive(Debug, Clone)]
 pub struct SqliteAccounts {
-    pool: SqlitePool,
+    pool: TimedPool<Sqlite>,
 }
 
 impl SqliteAccounts {
@@ -61,12 +62,18 @@ impl SqliteAccounts {
             .await?
             .close()
             .await?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(pool_size)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy_with(options);
-        MIGRATOR.run(&pool).await?;
+        let pool = TimedPool::lazy(
+            SqlitePoolOptions::new()
+                .max_connections(pool_size)
+                .acquire_timeout(ACQUIRE_TIMEOUT),
+            options,
+        );
+        MIGRATOR.run(pool.inner()).await?;
         Ok(Self { pool })
+    }
+
+    pub(super) fn pool_mut(&mut self) -> &mut TimedPool<Sqlite> {
+        &mut self.pool
     }
 }
 
@@ -87,20 +94,22 @@ fn account(row: Row) -> Result<Account, StorageError> {
 
 impl AccountStore for SqliteAccounts {
     async fn create(&self, account: &Account) -> Result<(), StorageError> {
+        let mut connection = self.pool.acquire().await?;
         sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(account.id.as_str())
             .bind(account.name.as_str())
             .bind(account.created_at.timestamp_micros())
-            .execute(&self.pool)
+            .execute(&mut *connection)
             .await?;
         Ok(())
     }
 
     async fn get(&self, id: &Id) -> Result<Option<Account>, StorageError> {
+        let mut connection = self.pool.acquire().await?;
         let row: Option<Row> =
             sqlx::query_as("SELECT id, name, created_at FROM accounts WHERE id = $1")
                 .bind(id.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *connection)
                 .await?;
         row.map(account).transpose()
     }
@@ -119,18 +128,20 @@ impl AccountStore for SqliteAccounts {
             placeholders.push_bind(id);
         }
         query.push(") ORDER BY created_at, id");
-        let rows: Vec<Row> = query.build_query_as().fetch_all(&self.pool).await?;
+        let mut connection = self.pool.acquire().await?;
+        let rows: Vec<Row> = query.build_query_as().fetch_all(&mut *connection).await?;
         rows.into_iter().map(account).collect()
     }
 
     async fn list(&self, page: Page) -> Result<Vec<Account>, StorageError> {
+        let mut connection = self.pool.acquire().await?;
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT id, name, created_at FROM accounts ORDER BY created_at, id \
              LIMIT $1 OFFSET $2",
         )
         .bind(i64::from(page.take()))
         .bind(i64::from(page.skip()))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *connection)
         .await?;
         rows.into_iter().map(account).collect()
     }

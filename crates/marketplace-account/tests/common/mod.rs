@@ -6,6 +6,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use marketplace_account::Application;
 use marketplace_account::storage::{PostgresAccounts, SqliteAccounts};
@@ -19,6 +20,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 pub const POOL_SIZE: u32 = 4;
 
@@ -39,6 +43,7 @@ pub fn sqlite_url(dir: &TempDir) -> SecretUrl {
 pub enum Keep {
     Postgres(TestDatabase),
     Sqlite(TempDir),
+    Nothing,
 }
 
 pub async fn postgres_store() -> Option<(PostgresAccounts, TestDatabase)> {
@@ -76,7 +81,15 @@ pub struct Running {
 }
 
 impl Running {
+    /// The service on `url`, once it reports SERVING.
     pub async fn start(url: SecretUrl, keep: Keep) -> Self {
+        let running = Self::starting(url, keep).await;
+        running.wait_until(ServingStatus::Serving).await;
+        running
+    }
+
+    /// The service on `url`, serving and perhaps not ready yet.
+    pub async fn starting(url: SecretUrl, keep: Keep) -> Self {
         let application =
             Application::build(config(Some(url)), &marketplace_grpc::Shared::default())
                 .await
@@ -107,6 +120,28 @@ impl Running {
     pub async fn postgres() -> Option<Self> {
         let db = postgres::database().await?;
         Some(Self::start(SecretUrl::new(db.url()), Keep::Postgres(db)).await)
+    }
+
+    /// What the health service says of the account service.
+    pub async fn health(&self) -> ServingStatus {
+        HealthClient::new(self.channel().await)
+            .check(HealthCheckRequest {
+                service: "marketplace.account.v1.AccountService".to_owned(),
+            })
+            .await
+            .map_or(ServingStatus::Unknown, |response| {
+                response.into_inner().status()
+            })
+    }
+
+    /// Returns once the health service says `status`.
+    pub async fn wait_until(&self, status: ServingStatus) {
+        marketplace_testkit::eventually(
+            &format!("the account service reports {status:?}"),
+            Duration::from_secs(30),
+            || async move { (self.health().await == status).then_some(()) },
+        )
+        .await;
     }
 
     pub async fn channel(&self) -> Channel {

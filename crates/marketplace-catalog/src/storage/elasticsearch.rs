@@ -143,13 +143,39 @@ impl ElasticsearchProducts {
     /// An existing index whose mapping reads cannot use (one the seed
     /// created, say) is [`StorageError::IncompatibleIndex`].
     pub async fn connect(url: &SecretUrl, index_name: &str) -> Result<Self, StorageError> {
-        let store = Self {
+        let store = Self::new(url, index_name)?;
+        store.start().await?;
+        Ok(store)
+    }
+
+    /// The cluster at `url` and the product index `index_name`, not yet
+    /// contacted: only a malformed URL fails here.
+    pub fn new(url: &SecretUrl, index_name: &str) -> Result<Self, StorageError> {
+        Ok(Self {
             client: client(url)?,
             index: index_name.to_owned(),
-        };
-        store.create_index_if_absent().await?;
-        store.check_mapping().await?;
-        Ok(store)
+        })
+    }
+
+    /// Creates the product index unless it exists, and checks that its
+    /// mapping is one reads can use: what [`ElasticsearchProducts::connect`]
+    /// does after connecting.
+    pub async fn start(&self) -> Result<(), StorageError> {
+        self.create_index_if_absent().await?;
+        self.check_mapping().await
+    }
+
+    /// Whether the cluster answers, within `timeout`.
+    pub(super) async fn check(&self, timeout: Duration) -> Result<(), StorageError> {
+        let response = self.client.ping().request_timeout(timeout).send().await;
+        let response = response
+            .map_err(|e| StorageError::Unavailable(anyhow!(e).context("ping: no answer")))?;
+        let status = response.status_code();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(StorageError::Unavailable(anyhow!("ping: {status}")))
+        }
     }
 
     pub fn index_name(&self) -> &str {

@@ -2,15 +2,19 @@
 //! tantivy index in a directory, behind one trait.
 
 mod elasticsearch;
+mod guarded;
 mod tantivy;
 
+use std::error::Error;
 use std::future::Future;
+use std::time::Duration;
 
 use marketplace_config::SecretUrl;
 use marketplace_config::env::CATALOG_SEARCH_URL;
 use marketplace_domain::Id;
 
 pub use self::elasticsearch::ElasticsearchProducts;
+pub use self::guarded::GuardedProducts;
 pub use self::tantivy::TantivyProducts;
 use crate::domain::{Product, ResultWindow, SearchText};
 
@@ -60,6 +64,10 @@ pub enum StorageError {
     /// Anything else: a refused request, a malformed stored document, ...
     #[error("the product store failed")]
     Unexpected(#[source] anyhow::Error),
+    /// The store has not been reached and its index made ready since the
+    /// service started; the source is the last attempt's failure, if any.
+    #[error("the product store is not ready")]
+    NotReady(#[source] Option<Box<dyn Error + Send + Sync>>),
 }
 
 /// The store chosen by the search URL's scheme.
@@ -74,10 +82,20 @@ impl Products {
     /// `index_name` created when absent. `tantivy://PATH`: an embedded index
     /// in directory `PATH`, created when absent.
     pub async fn connect(url: &SecretUrl, index_name: &str) -> Result<Self, StorageError> {
+        let store = Self::open(url, index_name).await?;
+        store.start().await?;
+        Ok(store)
+    }
+
+    /// The store `url` names, as [`Products::connect`] accepts it, not yet
+    /// started: Elasticsearch is only checked to be a valid URL and is
+    /// contacted by [`Products::start`]; a tantivy index is local, so it is
+    /// opened (and created) at once.
+    pub async fn open(url: &SecretUrl, index_name: &str) -> Result<Self, StorageError> {
         match url.scheme() {
-            "http" | "https" => Ok(Self::Elasticsearch(
-                ElasticsearchProducts::connect(url, index_name).await?,
-            )),
+            "http" | "https" => Ok(Self::Elasticsearch(ElasticsearchProducts::new(
+                url, index_name,
+            )?)),
             "tantivy" => {
                 let path = url
                     .expose()
@@ -94,6 +112,38 @@ impl Products {
                 "{CATALOG_SEARCH_URL} has the unsupported scheme {other:?}: use http:// or https:// \
                  for Elasticsearch 7, or tantivy://PATH for an embedded index"
             ))),
+        }
+    }
+}
+
+impl Products {
+    /// Reaches Elasticsearch and makes its product index ready (nothing to
+    /// do for tantivy, which [`Products::open`] opened).
+    pub async fn start(&self) -> Result<(), StorageError> {
+        match self {
+            Self::Elasticsearch(store) => store.start().await,
+            Self::Tantivy(_) => Ok(()),
+        }
+    }
+
+    /// Whether the store answers within `timeout`, for readiness.
+    async fn check(&self, timeout: Duration) -> Result<(), StorageError> {
+        match self {
+            Self::Elasticsearch(store) => store.check(timeout).await,
+            Self::Tantivy(_) => Ok(()),
+        }
+    }
+
+    /// Whether the store is a local index rather than a server.
+    fn is_embedded(&self) -> bool {
+        matches!(self, Self::Tantivy(_))
+    }
+
+    /// The `store` label of the metrics, and the OpenTelemetry `db.system`.
+    fn store_label(&self) -> &'static str {
+        match self {
+            Self::Elasticsearch(_) => "elasticsearch",
+            Self::Tantivy(_) => "tantivy",
         }
     }
 }

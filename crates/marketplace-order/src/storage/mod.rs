@@ -7,10 +7,13 @@
 //! `pg_notify` inside the creating transaction, relayed by one `LISTEN`
 //! connection per process; SQLite, a single process, after each commit.
 
+mod guarded;
+mod pool;
 mod postgres;
 mod sqlite;
 
 use std::collections::HashMap;
+use std::error::Error;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +25,7 @@ use tokio::sync::broadcast;
 
 use crate::domain::{Order, OrderLine, Quantity, TakePerAccount};
 
+pub use self::guarded::GuardedOrders;
 pub use self::postgres::{PostgresOrders, sql as postgres_sql};
 pub use self::sqlite::SqliteOrders;
 
@@ -33,6 +37,13 @@ const ANNOUNCEMENT_BUFFER: usize = 1024;
 /// deadline (5 s), so a saturated or unreachable database is answered with
 /// `UNAVAILABLE` rather than the caller's own `DEADLINE_EXCEEDED`.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Longest wait for the connection that starts a PostgreSQL store: an
+/// address that swallows packets would otherwise hold the start for
+/// minutes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+type BoxError = Box<dyn Error + Send + Sync + 'static>;
 
 /// Orders, stored.
 pub trait OrderStore: Send + Sync + 'static {
@@ -61,13 +72,20 @@ pub enum StorageError {
     /// or a product is on two lines. Nothing was written.
     #[error("the order or one of its lines already exists")]
     Duplicate(#[source] sqlx::Error),
+    /// The database cannot be reached right now (connection refused or
+    /// lost, pool exhausted, server shutting down or busy, or its circuit
+    /// breaker open).
     #[error("the order database is unreachable")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] BoxError),
     #[error("the order database failed")]
     Unexpected(#[source] sqlx::Error),
     /// A stored row that no order could have produced.
     #[error("stored order {order_id} is malformed: {problem}")]
     Corrupt { order_id: String, problem: String },
+    /// The database has not been reached and migrated since the service
+    /// started; the source is the last attempt's failure, if any.
+    #[error("the order database is not ready")]
+    NotReady(#[source] Option<BoxError>),
 }
 
 impl From<sqlx::Error> for StorageError {
@@ -75,13 +93,13 @@ impl From<sqlx::Error> for StorageError {
         match &error {
             sqlx::Error::Database(db) if db.is_unique_violation() => Self::Duplicate(error),
             sqlx::Error::Database(db) if is_connection_failure(db.as_ref()) => {
-                Self::Unavailable(error)
+                Self::Unavailable(error.into())
             }
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => Self::Unavailable(error),
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(error.into()),
             _ => Self::Unexpected(error),
         }
     }
@@ -131,6 +149,11 @@ pub enum ConnectError {
         "unsupported order database URL scheme {0:?}: use postgres://USER:PASSWORD@HOST/DATABASE or sqlite://PATH"
     )]
     UnsupportedScheme(String),
+    #[error(
+        "{} is not a valid PostgreSQL URL",
+        marketplace_config::env::ORDER_DATABASE_URL
+    )]
+    InvalidUrl(#[source] sqlx::Error),
     #[error("cannot connect to the order database")]
     Connect(#[source] sqlx::Error),
     #[error("cannot bring the order database schema up to date")]
@@ -156,19 +179,83 @@ pub enum Orders {
 
 impl Orders {
     /// Connects and brings the schema up to date; safe to run from several
-    /// replicas at once.
+    /// replicas at once: [`Orders::open`] and [`Orders::start`].
     pub async fn connect(url: &SecretUrl, pool_size: u32) -> Result<Self, ConnectError> {
+        let store = Self::open(url, pool_size).await?;
+        store.start().await?;
+        Ok(store)
+    }
+
+    /// The store `url` names, not yet started: PostgreSQL is only checked
+    /// to be a valid URL and connects on first use ([`Orders::start`]); a
+    /// SQLite file is local, so it is opened and migrated at once.
+    pub async fn open(url: &SecretUrl, pool_size: u32) -> Result<Self, ConnectError> {
         if pool_size == 0 {
             return Err(ConnectError::NoConnections);
         }
         match url.scheme() {
-            "postgres" | "postgresql" => Ok(Self::Postgres(
-                PostgresOrders::connect(url.expose(), pool_size).await?,
-            )),
+            "postgres" | "postgresql" => Ok(Self::Postgres(PostgresOrders::new(
+                url.expose(),
+                pool_size,
+            )?)),
             "sqlite" => Ok(Self::Sqlite(
                 SqliteOrders::connect(url.expose(), pool_size).await?,
             )),
             other => Err(ConnectError::UnsupportedScheme(other.to_owned())),
+        }
+    }
+
+    /// Reaches the database, brings its schema up to date and starts
+    /// listening for new orders (nothing to do for SQLite, which
+    /// [`Orders::open`] migrated).
+    pub async fn start(&self) -> Result<(), ConnectError> {
+        match self {
+            Self::Postgres(store) => store.start().await,
+            Self::Sqlite(_) => Ok(()),
+        }
+    }
+
+    /// Whether the database answers, for readiness.
+    async fn check(&self) -> Result<(), StorageError> {
+        match self {
+            Self::Postgres(store) => store.check().await,
+            Self::Sqlite(_) => Ok(()),
+        }
+    }
+
+    /// Whether the database is a local file rather than a server.
+    fn is_embedded(&self) -> bool {
+        matches!(self, Self::Sqlite(_))
+    }
+
+    /// The `store` label of the metrics.
+    fn store_label(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// The OpenTelemetry `db.system`.
+    fn db_system(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgresql",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Reports the pools in `metrics` as the order service's.
+    fn observe_pool(&mut self, metrics: &marketplace_telemetry::Metrics) {
+        match self {
+            Self::Postgres(store) => store.pool_mut().observe("order", metrics),
+            Self::Sqlite(store) => store.observe_pools(metrics),
+        }
+    }
+
+    /// Records that the database just failed (see [`pool`]).
+    fn note_failure(&self) {
+        if let Self::Postgres(store) = self {
+            store.pool().note_failure();
         }
     }
 }

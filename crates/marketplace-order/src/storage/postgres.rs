@@ -8,9 +8,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use marketplace_domain::Id;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use tokio::sync::broadcast;
+use sqlx::{Connection, PgConnection, Postgres};
+use tokio::sync::{Mutex, broadcast};
 use tokio::task::JoinHandle;
 
+use super::pool::TimedPool;
 use super::{ACQUIRE_TIMEOUT, ConnectError, LineRow, OrderRow, OrderStore, StorageError};
 use crate::domain::{Order, TakePerAccount};
 
@@ -54,60 +56,116 @@ pub mod sql {
 /// Orders in PostgreSQL, announced across replicas with `LISTEN/NOTIFY`.
 #[derive(Debug, Clone)]
 pub struct PostgresOrders {
-    pool: PgPool,
+    pool: TimedPool<Postgres>,
+    /// The listener holds its connection for good, so it gets a pool of
+    /// its own instead of a slot of the one serving requests.
+    listener_pool: PgPool,
+    /// Behind an `Arc`: the options are large, and the store is a
+    /// variant of an enum.
+    options: Arc<PgConnectOptions>,
     announcements: broadcast::Sender<Arc<Order>>,
-    _relay: Arc<AbortOnDrop>,
+    /// The relay of notifications, once started; stopped when the last
+    /// clone of the store is dropped.
+    relay: Arc<Mutex<Option<AbortOnDrop>>>,
 }
 
 impl PostgresOrders {
     /// Connects with at most `pool_size` connections (plus one for
-    /// `LISTEN`), runs the migrations under sqlx's advisory lock so that
-    /// replicas starting together do not race, and starts listening.
+    /// `LISTEN`), runs the migrations and starts listening:
+    /// [`PostgresOrders::new`] and [`PostgresOrders::start`].
     pub async fn connect(url: &str, pool_size: u32) -> Result<Self, ConnectError> {
-        let options = PgConnectOptions::from_str(url).map_err(ConnectError::Connect)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(pool_size.max(1))
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            // A ping before every checkout costs the database a round trip
-            // per request; a connection that died is instead found by the
-            // query that uses it, which fails as UNAVAILABLE, and dropped.
-            .test_before_acquire(false)
-            .connect_with(options.clone())
-            .await
-            .map_err(ConnectError::Connect)?;
-        sqlx::migrate!("./migrations/postgres")
-            .run(&pool)
-            .await
-            .map_err(super::migrate_error)?;
-        // The listener holds its connection for good, so it gets a pool of
-        // its own instead of a slot of the one serving requests.
+        let store = Self::new(url, pool_size)?;
+        store.start().await?;
+        Ok(store)
+    }
+
+    /// The database at `url`, not yet contacted: the pools connect on
+    /// first use. Only a malformed URL fails here.
+    pub fn new(url: &str, pool_size: u32) -> Result<Self, ConnectError> {
+        let options = PgConnectOptions::from_str(url).map_err(ConnectError::InvalidUrl)?;
+        let pool = TimedPool::lazy(
+            PgPoolOptions::new()
+                .max_connections(pool_size.max(1))
+                .acquire_timeout(ACQUIRE_TIMEOUT),
+            options.clone(),
+        );
         let listener_pool = PgPoolOptions::new()
             .max_connections(1)
-            .connect_lazy_with(options);
-        // Listening before `connect` returns means every order created after
-        // it returns is announced.
-        let listener = listen(&listener_pool)
-            .await
-            .map_err(ConnectError::Connect)?;
+            .connect_lazy_with(options.clone());
         let (announcements, _) = broadcast::channel(super::ANNOUNCEMENT_BUFFER);
-        let relay = tokio::spawn(relay(
-            listener,
-            listener_pool,
-            pool.clone(),
-            announcements.clone(),
-        ));
         Ok(Self {
             pool,
+            listener_pool,
+            options: Arc::new(options),
             announcements,
-            _relay: Arc::new(AbortOnDrop(relay)),
+            relay: Arc::default(),
         })
+    }
+
+    /// Reaches the database, runs the migrations under sqlx's advisory lock
+    /// (so that replicas starting together do not race) and starts
+    /// listening for new orders. Safe to call again after a failure.
+    pub async fn start(&self) -> Result<(), ConnectError> {
+        // One connection of its own first, so that a database that is down
+        // or refuses the credentials fails with its own error rather than
+        // as a pool timeout.
+        let connection = tokio::time::timeout(
+            super::CONNECT_TIMEOUT,
+            PgConnection::connect_with(&self.options),
+        )
+        .await
+        .map_err(|_| {
+            ConnectError::Connect(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no connection within {:?}", super::CONNECT_TIMEOUT),
+            )))
+        })?
+        .map_err(ConnectError::Connect)?;
+        let _ = connection.close().await;
+        sqlx::migrate!("./migrations/postgres")
+            .run(self.pool.inner())
+            .await
+            .map_err(super::migrate_error)?;
+        let mut relay = self.relay.lock().await;
+        if relay.is_none() {
+            // Listening before `start` returns means every order created
+            // after it returns is announced.
+            let listener = listen(&self.listener_pool)
+                .await
+                .map_err(ConnectError::Connect)?;
+            *relay = Some(AbortOnDrop(tokio::spawn(relay_notifications(
+                listener,
+                self.listener_pool.clone(),
+                self.pool.clone(),
+                self.announcements.clone(),
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Whether the database answers a trivial query.
+    pub(super) async fn check(&self) -> Result<(), StorageError> {
+        let mut connection = self.pool.acquire().await?;
+        sqlx::query("SELECT 1").execute(&mut *connection).await?;
+        Ok(())
+    }
+
+    pub(super) fn pool(&self) -> &TimedPool<Postgres> {
+        &self.pool
+    }
+
+    pub(super) fn pool_mut(&mut self) -> &mut TimedPool<Postgres> {
+        &mut self.pool
     }
 }
 
-async fn select_lines(pool: &PgPool, order_ids: &[String]) -> Result<Vec<LineRow>, sqlx::Error> {
+async fn select_lines(
+    connection: &mut PgConnection,
+    order_ids: &[String],
+) -> Result<Vec<LineRow>, sqlx::Error> {
     let rows: Vec<(String, String, i32, i64)> = sqlx::query_as(sql::SELECT_LINES_OF_ORDERS)
         .bind(order_ids)
-        .fetch_all(pool)
+        .fetch_all(&mut *connection)
         .await?;
     Ok(rows
         .into_iter()
@@ -122,15 +180,18 @@ async fn select_lines(pool: &PgPool, order_ids: &[String]) -> Result<Vec<LineRow
         .collect())
 }
 
-async fn select_order(pool: &PgPool, id: &Id) -> Result<Option<Order>, StorageError> {
+async fn select_order(
+    connection: &mut PgConnection,
+    id: &Id,
+) -> Result<Option<Order>, StorageError> {
     let Some(row) = sqlx::query_as::<_, OrderTuple>(sql::SELECT_ORDER)
         .bind(id.as_str())
-        .fetch_optional(pool)
+        .fetch_optional(&mut *connection)
         .await?
     else {
         return Ok(None);
     };
-    let lines = select_lines(pool, &[id.as_str().to_owned()]).await?;
+    let lines = select_lines(connection, &[id.as_str().to_owned()]).await?;
     Ok(super::assemble(vec![order_row(row)], lines)?.pop())
 }
 
@@ -156,7 +217,8 @@ impl OrderStore for PostgresOrders {
             quantities.push(i32::try_from(line.quantity.get()).unwrap_or(i32::MAX));
             prices.push(line.unit_price.minor_units());
         }
-        let mut transaction = self.pool.begin().await?;
+        let mut connection = self.pool.acquire().await?;
+        let mut transaction = connection.begin().await?;
         sqlx::query(sql::INSERT_ORDER)
             .bind(order.id.as_str())
             .bind(order.account_id.as_str())
@@ -180,7 +242,8 @@ impl OrderStore for PostgresOrders {
     }
 
     async fn get(&self, id: &Id) -> Result<Option<Order>, StorageError> {
-        select_order(&self.pool, id).await
+        let mut connection = self.pool.acquire().await?;
+        select_order(&mut connection, id).await
     }
 
     async fn list_for_accounts(
@@ -191,10 +254,11 @@ impl OrderStore for PostgresOrders {
         if account_ids.is_empty() {
             return Ok(Vec::new());
         }
+        let mut connection = self.pool.acquire().await?;
         let orders: Vec<OrderRow> = sqlx::query_as::<_, OrderTuple>(sql::SELECT_ORDERS_OF_ACCOUNTS)
             .bind(super::id_strings(account_ids))
             .bind(i64::from(take.get()))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *connection)
             .await?
             .into_iter()
             .map(order_row)
@@ -203,7 +267,7 @@ impl OrderStore for PostgresOrders {
             return Ok(Vec::new());
         }
         let order_ids: Vec<String> = orders.iter().map(|o| o.id.clone()).collect();
-        let lines = select_lines(&self.pool, &order_ids).await?;
+        let lines = select_lines(&mut connection, &order_ids).await?;
         super::assemble(orders, lines)
     }
 
@@ -231,10 +295,10 @@ async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
 /// Turns each notification into the stored order and announces it to this
 /// process's watchers. Runs for the life of the store, reconnecting with
 /// backoff when the connection fails.
-async fn relay(
+async fn relay_notifications(
     listener: PgListener,
     listener_pool: PgPool,
-    pool: PgPool,
+    pool: TimedPool<Postgres>,
     announcements: broadcast::Sender<Arc<Order>>,
 ) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -285,12 +349,16 @@ async fn relay(
     }
 }
 
-async fn fetch_announced(pool: &PgPool, payload: &str) -> Option<Order> {
+async fn fetch_announced(pool: &TimedPool<Postgres>, payload: &str) -> Option<Order> {
     let Ok(id) = Id::parse(payload) else {
         tracing::warn!(payload, "ignoring a malformed new-order notification");
         return None;
     };
-    match select_order(pool, &id).await {
+    let read = async {
+        let mut connection = pool.acquire().await?;
+        select_order(&mut connection, &id).await
+    };
+    match read.await {
         Ok(Some(order)) => Some(order),
         Ok(None) => {
             tracing::warn!(order_id = %id, "a notified order is not in the database");
@@ -317,7 +385,7 @@ mod tests {
             return;
         };
         let store = PostgresOrders::connect(database.url(), 1).await.unwrap();
-        let _held = store.pool.acquire().await.unwrap();
+        let _held = store.pool.inner().acquire().await.unwrap();
 
         let started = Instant::now();
         let error = store.get(&Id::generate()).await.unwrap_err();

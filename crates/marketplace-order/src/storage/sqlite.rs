@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use chrono::DateTime;
 use marketplace_domain::Id;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use marketplace_telemetry::Metrics;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{Connection, Sqlite, SqliteConnection};
 use tokio::sync::broadcast;
 
+use super::pool::{TimedPool, stats_of};
 use super::{ACQUIRE_TIMEOUT, ConnectError, LineRow, OrderRow, OrderStore, StorageError};
 use crate::domain::{Order, TakePerAccount};
 
@@ -37,11 +40,11 @@ const SELECT_LINES_OF_ORDERS: &str = "SELECT order_id, product_id, quantity, pri
 #[derive(Debug, Clone)]
 pub struct SqliteOrders {
     /// Reads run concurrently (WAL).
-    pool: SqlitePool,
+    pool: TimedPool<Sqlite>,
     /// SQLite lets one writer in at a time; one connection for writes makes
     /// them wait in the pool's fair queue instead of in SQLite's busy
     /// handler, whose sleep-and-retry gave creates a long latency tail.
-    writer: SqlitePool,
+    writer: TimedPool<Sqlite>,
     announcements: broadcast::Sender<Arc<Order>>,
 }
 
@@ -57,22 +60,25 @@ impl SqliteOrders {
             // Writers queue for the file's one write lock instead of failing,
             // for less than the callers' default deadline (5 s).
             .busy_timeout(Duration::from_secs(3));
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options.clone())
-            .await
-            .map_err(ConnectError::Connect)?;
+        let writer = TimedPool::lazy(
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(ACQUIRE_TIMEOUT),
+            options.clone(),
+        );
+        // Opened now, so that a file that cannot be opened fails as such.
+        drop(writer.acquire().await.map_err(ConnectError::Connect)?);
         sqlx::migrate!("./migrations/sqlite")
-            .run(&writer)
+            .run(writer.inner())
             .await
             .map_err(ConnectError::Migrate)?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(pool_size.max(1))
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await
-            .map_err(ConnectError::Connect)?;
+        let pool = TimedPool::lazy(
+            SqlitePoolOptions::new()
+                .max_connections(pool_size.max(1))
+                .acquire_timeout(ACQUIRE_TIMEOUT),
+            options,
+        );
+        drop(pool.acquire().await.map_err(ConnectError::Connect)?);
         let (announcements, _) = broadcast::channel(super::ANNOUNCEMENT_BUFFER);
         Ok(Self {
             pool,
@@ -81,23 +87,35 @@ impl SqliteOrders {
         })
     }
 
-    async fn lines_of(&self, order_ids: &[&str]) -> Result<Vec<LineRow>, sqlx::Error> {
-        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(SELECT_LINES_OF_ORDERS)
-            .bind(json_array(order_ids))
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(order_id, product_id, quantity, price_minor_units)| LineRow {
-                    order_id,
-                    product_id,
-                    quantity,
-                    price_minor_units,
-                },
-            )
-            .collect())
+    /// Reports both pools together as the order service's, and times
+    /// their checkouts.
+    pub(super) fn observe_pools(&mut self, metrics: &Metrics) {
+        let stats = stats_of(vec![self.pool.inner().clone(), self.writer.inner().clone()]);
+        let acquire_seconds = metrics.pool("order", stats);
+        self.pool.time_into(acquire_seconds.clone());
+        self.writer.time_into(acquire_seconds);
     }
+}
+
+async fn lines_of(
+    connection: &mut SqliteConnection,
+    order_ids: &[&str],
+) -> Result<Vec<LineRow>, sqlx::Error> {
+    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(SELECT_LINES_OF_ORDERS)
+        .bind(json_array(order_ids))
+        .fetch_all(&mut *connection)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(order_id, product_id, quantity, price_minor_units)| LineRow {
+                order_id,
+                product_id,
+                quantity,
+                price_minor_units,
+            },
+        )
+        .collect())
 }
 
 fn json_array(ids: &[&str]) -> String {
@@ -125,7 +143,8 @@ fn order_row(
 
 impl OrderStore for SqliteOrders {
     async fn create(&self, order: &Order) -> Result<(), StorageError> {
-        let mut transaction = self.writer.begin().await?;
+        let mut connection = self.writer.acquire().await?;
+        let mut transaction = connection.begin().await?;
         sqlx::query(INSERT_ORDER)
             .bind(order.id.as_str())
             .bind(order.account_id.as_str())
@@ -150,14 +169,15 @@ impl OrderStore for SqliteOrders {
     }
 
     async fn get(&self, id: &Id) -> Result<Option<Order>, StorageError> {
+        let mut connection = self.pool.acquire().await?;
         let Some(row) = sqlx::query_as::<_, OrderTuple>(SELECT_ORDER)
             .bind(id.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *connection)
             .await?
         else {
             return Ok(None);
         };
-        let lines = self.lines_of(&[id.as_str()]).await?;
+        let lines = lines_of(&mut connection, &[id.as_str()]).await?;
         Ok(super::assemble(vec![order_row(row)?], lines)?.pop())
     }
 
@@ -171,10 +191,11 @@ impl OrderStore for SqliteOrders {
         }
         let account_ids = super::id_strings(account_ids);
         let account_ids: Vec<&str> = account_ids.iter().map(String::as_str).collect();
+        let mut connection = self.pool.acquire().await?;
         let orders = sqlx::query_as::<_, OrderTuple>(SELECT_ORDERS_OF_ACCOUNTS)
             .bind(json_array(&account_ids))
             .bind(i64::from(take.get()))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *connection)
             .await?
             .into_iter()
             .map(order_row)
@@ -183,7 +204,7 @@ impl OrderStore for SqliteOrders {
             return Ok(Vec::new());
         }
         let order_ids: Vec<&str> = orders.iter().map(|o| o.id.as_str()).collect();
-        let lines = self.lines_of(&order_ids).await?;
+        let lines = lines_of(&mut connection, &order_ids).await?;
         super::assemble(orders, lines)
     }
 
@@ -207,7 +228,7 @@ mod tests {
         let dir = tempfile::TempDir::new().unwrap();
         let url = format!("sqlite://{}", dir.path().join("orders.db").display());
         let store = SqliteOrders::connect(&url, 1).await.unwrap();
-        let _held = store.writer.acquire().await.unwrap();
+        let _held = store.writer.inner().acquire().await.unwrap();
         let order = Order {
             id: Id::generate(),
             account_id: Id::generate(),

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use marketplace_config::{AccountConfig, CatalogConfig, OrderConfig, SecretUrl};
@@ -26,6 +26,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Server};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 /// An order database of its own, on one backend.
 pub enum OrderDatabase {
@@ -268,23 +271,45 @@ async fn serve(router: tonic::transport::server::Router) -> Running {
 }
 
 /// The order service's `Application` on `database`, calling the given
-/// account and catalog URLs.
+/// account and catalog URLs, once it reports SERVING.
 pub async fn start_order_service(
     database: &OrderDatabase,
     account_url: String,
     catalog_url: String,
     downstream_timeout: Duration,
 ) -> Running {
+    let service = starting_order_service(
+        database.url(),
+        account_url,
+        catalog_url,
+        downstream_timeout,
+        &marketplace_grpc::Shared::default(),
+    )
+    .await;
+    wait_until(&service, ServingStatus::Serving).await;
+    service
+}
+
+/// The order service's `Application` on the database at `url`, with the
+/// metrics and resilience settings of `shared`, serving and perhaps not
+/// ready yet.
+pub async fn starting_order_service(
+    url: SecretUrl,
+    account_url: String,
+    catalog_url: String,
+    downstream_timeout: Duration,
+    shared: &marketplace_grpc::Shared,
+) -> Running {
     let app = marketplace_order::Application::build(
         OrderConfig {
             listen_addr: "127.0.0.1:0".parse().unwrap(),
-            database_url: Some(database.url()),
+            database_url: Some(url),
             database_pool_size: 4,
             account_url,
             catalog_url,
             downstream_timeout,
         },
-        &marketplace_grpc::Shared::default(),
+        shared,
     )
     .await
     .unwrap();
@@ -292,6 +317,28 @@ pub async fn start_order_service(
     let (stop, stopped) = stop_signal();
     tokio::spawn(app.run_until_stopped(stopped));
     Running { addr, _stop: stop }
+}
+
+/// What the health service says of the order service.
+pub async fn health(service: &Running) -> ServingStatus {
+    HealthClient::new(service.channel().await)
+        .check(HealthCheckRequest {
+            service: "marketplace.order.v1.OrderService".to_owned(),
+        })
+        .await
+        .map_or(ServingStatus::Unknown, |response| {
+            response.into_inner().status()
+        })
+}
+
+/// Returns once the health service says `status`.
+pub async fn wait_until(service: &Running, status: ServingStatus) {
+    marketplace_testkit::eventually(
+        &format!("the order service reports {status:?}"),
+        Duration::from_secs(30),
+        || async move { (health(service).await == status).then_some(()) },
+    )
+    .await;
 }
 
 pub async fn order_client(service: &Running) -> OrderServiceClient<Channel> {
@@ -341,4 +388,59 @@ pub fn order_request(account: &str, lines: &[(&str, u32)]) -> CreateOrderRequest
             })
             .collect(),
     }
+}
+
+/// A port in front of `target` that accepts connections and closes them
+/// at once until it is opened, then forwards them: a service that is down,
+/// then back.
+pub struct Gate {
+    pub addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gate {
+    pub async fn closed(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(false));
+        let is_open = Arc::clone(&open);
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !is_open.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self { addr, open, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The value of the series `series` (name and labels, exactly as rendered,
+/// labels in alphabetical order) in the metrics text `text`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.parse().unwrap())
 }
