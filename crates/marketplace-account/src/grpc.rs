@@ -105,8 +105,7 @@ impl From<ServiceError> for Status {
                 marketplace_grpc::unavailable("the account database", &error)
             }
             ServiceError::Storage(error @ StorageError::NotReady(_)) => {
-                tracing::debug!(error = %marketplace_grpc::chain(&error), "refused while starting");
-                Status::unavailable(format!("{error}; try again later"))
+                marketplace_grpc::not_ready("the account database", &error)
             }
             ServiceError::Storage(error) => {
                 marketplace_grpc::internal("the account database", &error)

@@ -66,8 +66,7 @@ impl From<CatalogError> for Status {
                 marketplace_grpc::unavailable("the product search backend", &error)
             }
             CatalogError::Storage(error @ StorageError::NotReady(_)) => {
-                tracing::debug!(error = %marketplace_grpc::chain(&error), "refused while starting");
-                Status::unavailable("the product search backend is not ready; try again later")
+                marketplace_grpc::not_ready("the product search backend", &error)
             }
             CatalogError::Storage(error) => {
                 marketplace_grpc::internal("the catalog request", &error)

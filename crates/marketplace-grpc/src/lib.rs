@@ -305,6 +305,15 @@ pub fn failure_status(dependency: &str, failure: Failure<Status>) -> Status {
     }
 }
 
+/// A store that has not been reached yet since start-up: the cause (why
+/// the last attempt failed) goes to the debug log, since start-up already
+/// warns of each failed attempt; the client gets `UNAVAILABLE` naming only
+/// the kind of backend.
+pub fn not_ready(backend: &str, error: &(dyn Error + 'static)) -> Status {
+    tracing::debug!(error = %chain(error), "{backend} is not ready yet; call refused");
+    Status::unavailable(format!("{backend} is not ready; try again later"))
+}
+
 /// `error: cause: cause`, for one log field.
 pub fn chain(error: &(dyn Error + 'static)) -> String {
     let mut text = error.to_string();

@@ -177,8 +177,7 @@ impl From<ServiceError> for Status {
                 marketplace_grpc::unavailable("the order database", cause)
             }
             ServiceError::Storage(ref cause @ StorageError::NotReady(_)) => {
-                tracing::debug!(error = %marketplace_grpc::chain(cause), "refused while starting");
-                Status::unavailable(format!("{cause}; try again later"))
+                marketplace_grpc::not_ready("the order database", cause)
             }
             ServiceError::Storage(ref cause) => {
                 marketplace_grpc::internal("reading or writing orders", cause)
