@@ -8,7 +8,6 @@
 //! into a statement.
 
 mod guarded;
-mod pool;
 mod postgres;
 mod sqlite;
 
@@ -19,6 +18,9 @@ use std::time::Duration;
 use marketplace_config::SecretUrl;
 use marketplace_config::env::{ACCOUNT_DATABASE_POOL_SIZE, ACCOUNT_DATABASE_URL};
 use marketplace_domain::{Id, Page, Text, TextRule};
+use marketplace_store::{Cut, ManagedStore, StoreError};
+use marketplace_telemetry::Metrics;
+use marketplace_telemetry::metrics::StoreErrorKind;
 
 use crate::domain::Account;
 
@@ -82,6 +84,25 @@ impl From<sqlx::Error> for StorageError {
         } else {
             Self::Unexpected(error.into())
         }
+    }
+}
+
+/// A database that cannot be reached, or is not started yet, is
+/// unavailable; any other error is its answer (see [`StoreError::kind`]).
+impl StoreError for StorageError {
+    fn kind(&self) -> StoreErrorKind {
+        match self {
+            Self::Unavailable(_) | Self::NotReady(_) => StoreErrorKind::Unavailable,
+            Self::Configuration(_) | Self::Unexpected(_) => StoreErrorKind::Unexpected,
+        }
+    }
+
+    fn cut(cut: Cut) -> Self {
+        Self::Unavailable(Box::new(cut))
+    }
+
+    fn not_ready(last_failure: Option<BoxError>) -> Self {
+        Self::NotReady(last_failure)
     }
 }
 
@@ -190,9 +211,39 @@ impl Accounts {
         }
     }
 
+    /// Connects to the database `url` names (`postgres://` or
+    /// `postgresql://` for PostgreSQL, `sqlite://PATH` for a SQLite file,
+    /// created if missing), with at most `pool_size` connections, and brings
+    /// its schema up to date. Safe when several replicas start at once: the
+    /// PostgreSQL migrator holds an advisory lock while it migrates.
+    pub async fn connect(url: &SecretUrl, pool_size: u32) -> Result<Self, StorageError> {
+        if pool_size == 0 {
+            return Err(StorageError::Configuration(format!(
+                "{ACCOUNT_DATABASE_POOL_SIZE} must be at least 1"
+            )));
+        }
+        match url.scheme() {
+            "postgres" | "postgresql" => Ok(Self::Postgres(
+                PostgresAccounts::connect(url, pool_size).await?,
+            )),
+            "sqlite" => Ok(Self::Sqlite(SqliteAccounts::connect(url, pool_size).await?)),
+            other => Err(StorageError::Configuration(format!(
+                "{ACCOUNT_DATABASE_URL} has the scheme {other:?}; accepted are postgres://, \
+                 postgresql:// (PostgreSQL) and sqlite://PATH (an embedded SQLite file)"
+            ))),
+        }
+    }
+}
+
+impl ManagedStore for Accounts {
+    type Error = StorageError;
+    type StartError = StorageError;
+    const COMPONENT: &'static str = "account";
+    const NAME: &'static str = "the account database";
+
     /// Reaches the database and brings its schema up to date (nothing to
     /// do for SQLite, which [`Accounts::open`] migrated).
-    pub async fn start(&self) -> Result<(), StorageError> {
+    async fn start(&self) -> Result<(), StorageError> {
         match self {
             Self::Postgres(store) => store.start().await,
             Self::Sqlite(_) => Ok(()),
@@ -200,7 +251,7 @@ impl Accounts {
     }
 
     /// Whether the database answers, for readiness.
-    async fn check(&self) -> Result<(), StorageError> {
+    async fn check(&self, _timeout: Duration) -> Result<(), StorageError> {
         match self {
             Self::Postgres(store) => store.check().await,
             Self::Sqlite(_) => Ok(()),
@@ -229,40 +280,18 @@ impl Accounts {
     }
 
     /// Reports the pool in `metrics` as the account service's.
-    fn observe_pool(&mut self, metrics: &marketplace_telemetry::Metrics) {
+    fn observe_pool(&mut self, metrics: &Metrics) {
         match self {
             Self::Postgres(store) => store.pool_mut().observe("account", metrics),
             Self::Sqlite(store) => store.pool_mut().observe("account", metrics),
         }
     }
 
-    /// Records that the database just failed (see [`pool`]).
+    /// Records that the database just failed (see
+    /// [`marketplace_store::pool`]).
     fn note_failure(&self) {
         if let Self::Postgres(store) = self {
             store.pool().note_failure();
-        }
-    }
-
-    /// Connects to the database `url` names (`postgres://` or
-    /// `postgresql://` for PostgreSQL, `sqlite://PATH` for a SQLite file,
-    /// created if missing), with at most `pool_size` connections, and brings
-    /// its schema up to date. Safe when several replicas start at once: the
-    /// PostgreSQL migrator holds an advisory lock while it migrates.
-    pub async fn connect(url: &SecretUrl, pool_size: u32) -> Result<Self, StorageError> {
-        if pool_size == 0 {
-            return Err(StorageError::Configuration(format!(
-                "{ACCOUNT_DATABASE_POOL_SIZE} must be at least 1"
-            )));
-        }
-        match url.scheme() {
-            "postgres" | "postgresql" => Ok(Self::Postgres(
-                PostgresAccounts::connect(url, pool_size).await?,
-            )),
-            "sqlite" => Ok(Self::Sqlite(SqliteAccounts::connect(url, pool_size).await?)),
-            other => Err(StorageError::Configuration(format!(
-                "{ACCOUNT_DATABASE_URL} has the scheme {other:?}; accepted are postgres://, \
-                 postgresql:// (PostgreSQL) and sqlite://PATH (an embedded SQLite file)"
-            ))),
         }
     }
 }
@@ -293,6 +322,33 @@ impl AccountStore for Accounts {
         match self {
             Self::Postgres(store) => store.list(page).await,
             Self::Sqlite(store) => store.list(page).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unreachable_or_unstarted_database_is_unavailable() {
+        for unavailable in [
+            StorageError::Unavailable("connection refused".into()),
+            StorageError::cut(Cut::BreakerOpen),
+            StorageError::cut(Cut::TimedOut),
+            StorageError::not_ready(None),
+        ] {
+            assert_eq!(
+                unavailable.kind(),
+                StoreErrorKind::Unavailable,
+                "{unavailable:?}"
+            );
+        }
+        for answered in [
+            StorageError::Unexpected("malformed row".into()),
+            StorageError::Configuration("no such scheme".to_owned()),
+        ] {
+            assert_eq!(answered.kind(), StoreErrorKind::Unexpected, "{answered:?}");
         }
     }
 }

@@ -7,11 +7,11 @@ use chrono::{DateTime, Utc};
 use marketplace_config::SecretUrl;
 use marketplace_config::env::ACCOUNT_DATABASE_URL;
 use marketplace_domain::{Id, Page};
+use marketplace_store::pool::TimedPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, Postgres};
 
-use super::pool::TimedPool;
 use super::{
     ACQUIRE_TIMEOUT, AccountStore, CONNECT_TIMEOUT, StorageError, account_from_row, distinct,
 };

@@ -10,11 +10,11 @@ use chrono::DateTime;
 use marketplace_config::SecretUrl;
 use marketplace_config::env::ACCOUNT_DATABASE_URL;
 use marketplace_domain::{Id, Page};
+use marketplace_store::pool::TimedPool;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
 
-use super::pool::TimedPool;
 use super::{ACQUIRE_TIMEOUT, AccountStore, StorageError, account_from_row, distinct};
 use crate::domain::Account;
 

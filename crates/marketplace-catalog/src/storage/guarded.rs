@@ -1,180 +1,37 @@
-//! The product store as the service uses it.
-//!
-//! - Elasticsearch is started in the background: the service serves at
-//!   once, answering `UNAVAILABLE` ("not ready") until the cluster has been
-//!   reached and the product index created or checked, retrying with
-//!   capped exponential backoff. A tantivy index was opened before.
-//! - Then a ping every two seconds keeps the readiness flag and
-//!   `marketplace_store_up` current.
-//! - Every call runs in a `store` client span, is timed and counted in
-//!   `marketplace_store_*`, and goes through a [`Downstream`] guard: reads
-//!   are retried after failures of the store, creations never; after
-//!   consecutive failures the breaker opens and calls fail at once.
-
-use std::error::Error;
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+//! The product store as the service uses it: [`Products`] in a
+//! [`Guarded`], which starts Elasticsearch in the background (a tantivy
+//! index was opened before), pings it to keep its readiness current, and
+//! traces, times, counts and guards every call. Reads and searches are
+//! retried after failures of the store, creations never.
 
 use marketplace_domain::Id;
-use marketplace_grpc::Shared;
-use marketplace_resilience::{Downstream, Failure, Idempotent, Policy, Verdict};
-use marketplace_telemetry::Readiness;
-use marketplace_telemetry::metrics::{StoreErrorKind, StoreMetrics};
-use tokio::task::JoinHandle;
-use tracing::Instrument as _;
+use marketplace_resilience::Idempotent;
+use marketplace_store::Guarded;
 
 use super::{ProductStore, Products, StorageError};
 use crate::domain::{Product, ResultWindow, SearchText};
 
-/// Deadline of one storage call, retries included: under the callers'
-/// 5 s, so that they hear `UNAVAILABLE` rather than their own timeout, and
-/// above Elasticsearch's own request timeout (4 s).
-const DEADLINE: Duration = Duration::from_millis(4500);
-
-/// First and longest wait between two attempts to start the store.
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-const MAX_RETRY: Duration = Duration::from_secs(5);
-
-/// How often, and within how long, the store must answer once started.
-const CHECK_INTERVAL: Duration = Duration::from_secs(2);
-const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// What readiness calls the store, in `/readyz`, the logs and answers.
-const NAME: &str = "the product search backend";
-
 /// [`Products`], started in the background and guarded. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct GuardedProducts {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    store: Products,
-    startup: Arc<Startup>,
-    metrics: StoreMetrics,
-    /// None for tantivy: a local index has no outage to stop calling into.
-    guard: Option<Downstream>,
-    readiness: Readiness,
-    _lifecycle: Option<AbortOnDrop>,
-}
-
-impl GuardedProducts {
-    /// Guards `store` with the settings and metrics of `shared`, and starts
-    /// it in the background unless it is embedded (then it is ready at
-    /// once).
-    pub fn new(store: Products, shared: &Shared) -> Self {
-        let metrics = shared.metrics.store("catalog", store.store_label());
-        let readiness = Readiness::new(NAME);
-        let startup = Arc::new(Startup::default());
-        let (guard, lifecycle) = if store.is_embedded() {
-            startup.started();
-            readiness.set(true);
-            metrics.set_up(true);
-            (None, None)
-        } else {
-            metrics.set_up(false);
-            let guard = Downstream::new(
-                "catalog",
-                store.store_label(),
-                Policy::new(&shared.resilience, DEADLINE),
-                &shared.metrics,
-            );
-            let lifecycle = tokio::spawn(keep_ready(
-                store.clone(),
-                Arc::clone(&startup),
-                readiness.clone(),
-                metrics.clone(),
-            ));
-            (Some(guard), Some(AbortOnDrop(lifecycle)))
-        };
-        Self {
-            inner: Arc::new(Inner {
-                store,
-                startup,
-                metrics,
-                guard,
-                readiness,
-                _lifecycle: lifecycle,
-            }),
-        }
-    }
-
-    /// Up while the store answers; down until it has been started.
-    pub fn readiness(&self) -> Readiness {
-        self.inner.readiness.clone()
-    }
-
-    /// Runs one storage call `operation` (`create`, `get`, ...): traced,
-    /// timed, counted and guarded.
-    async fn run<T, F, Fut>(
-        &self,
-        operation: &'static str,
-        idempotent: Idempotent,
-        attempt: F,
-    ) -> Result<T, StorageError>
-    where
-        F: FnMut() -> Fut + Send,
-        Fut: Future<Output = Result<T, StorageError>> + Send,
-        T: Send,
-    {
-        let inner = &*self.inner;
-        let span = tracing::info_span!(
-            "store",
-            otel.name = %format!("{} {operation}", inner.metrics.store()),
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            db.system = inner.store.store_label(),
-            db.operation = operation,
-        );
-        async move {
-            let started = Instant::now();
-            let result = if !inner.startup.is_started() {
-                Err(inner.startup.not_ready())
-            } else if let Some(guard) = &inner.guard {
-                guard
-                    .call(idempotent, attempt, verdict)
-                    .await
-                    .map_err(from_failure)
-            } else {
-                let mut attempt = attempt;
-                attempt().await
-            };
-            let kind = result.as_ref().err().map(error_kind);
-            inner.metrics.observe(operation, started.elapsed(), kind);
-            if kind.is_some() {
-                tracing::Span::current().record("otel.status_code", "ERROR");
-            }
-            result
-        }
-        .instrument(span)
-        .await
-    }
-}
+pub type GuardedProducts = Guarded<Products>;
 
 impl ProductStore for GuardedProducts {
     async fn create(&self, product: &Product) -> Result<(), StorageError> {
-        let store = &self.inner.store;
-        self.run("create", Idempotent::No, || store.create(product))
+        self.run("create", Idempotent::No, || self.store().create(product))
             .await
     }
 
     async fn get(&self, id: &Id) -> Result<Option<Product>, StorageError> {
-        let store = &self.inner.store;
-        self.run("get", Idempotent::Yes, || store.get(id)).await
+        self.run("get", Idempotent::Yes, || self.store().get(id))
+            .await
     }
 
     async fn get_many(&self, ids: &[Id]) -> Result<Vec<Product>, StorageError> {
-        let store = &self.inner.store;
-        self.run("get_many", Idempotent::Yes, || store.get_many(ids))
+        self.run("get_many", Idempotent::Yes, || self.store().get_many(ids))
             .await
     }
 
     async fn list(&self, window: ResultWindow) -> Result<Vec<Product>, StorageError> {
-        let store = &self.inner.store;
-        self.run("list", Idempotent::Yes, || store.list(window))
+        self.run("list", Idempotent::Yes, || self.store().list(window))
             .await
     }
 
@@ -183,169 +40,9 @@ impl ProductStore for GuardedProducts {
         text: &SearchText,
         window: ResultWindow,
     ) -> Result<Vec<Product>, StorageError> {
-        let store = &self.inner.store;
-        self.run("search", Idempotent::Yes, || store.search(text, window))
-            .await
-    }
-}
-
-/// A store that cannot be reached counts against the breaker and may be
-/// retried. Any other error is an answer from a working store (a refused
-/// request, a document this service cannot read, a bug): counting it would
-/// let one bad document or request open the breaker for every caller, and
-/// repeating it would fail the same way.
-fn verdict<T>(result: &Result<T, StorageError>) -> Verdict {
-    match result {
-        Ok(_) => Verdict::Ok,
-        Err(StorageError::Unavailable(_)) => Verdict::Failed,
-        Err(_) => Verdict::Rejected,
-    }
-}
-
-fn from_failure(failure: Failure<StorageError>) -> StorageError {
-    match failure {
-        Failure::Failed(error) => error,
-        Failure::Open => StorageError::Unavailable(Cut::BreakerOpen.into()),
-        Failure::TimedOut => StorageError::Unavailable(Cut::TimedOut.into()),
-    }
-}
-
-/// Why the guard ended a call without the store's own answer.
-#[derive(Debug, thiserror::Error)]
-enum Cut {
-    #[error("the circuit breaker is open after consecutive failures")]
-    BreakerOpen,
-    #[error("no answer within {DEADLINE:?}")]
-    TimedOut,
-}
-
-fn error_kind(error: &StorageError) -> StoreErrorKind {
-    match error {
-        StorageError::Unavailable(_) | StorageError::NotReady(_) => StoreErrorKind::Unavailable,
-        StorageError::InvalidUrl(_)
-        | StorageError::IncompatibleIndex(_)
-        | StorageError::Unexpected(_) => StoreErrorKind::Unexpected,
-    }
-}
-
-/// Whether the store has been started, and why not yet.
-#[derive(Debug, Default)]
-struct Startup {
-    started: AtomicBool,
-    last_failure: Mutex<Option<String>>,
-}
-
-impl Startup {
-    fn started(&self) {
-        self.started.store(true, Ordering::Release);
-    }
-
-    fn is_started(&self) -> bool {
-        self.started.load(Ordering::Acquire)
-    }
-
-    fn failed(&self, reason: String) {
-        *self
-            .last_failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(reason);
-    }
-
-    fn not_ready(&self) -> StorageError {
-        let reason = self
-            .last_failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        StorageError::NotReady(reason.map(Box::<dyn Error + Send + Sync>::from))
-    }
-}
-
-/// Starts `store`, retrying until it succeeds, then checks it every
-/// [`CHECK_INTERVAL`], keeping `readiness` and `metrics` current. Runs until
-/// aborted.
-async fn keep_ready(
-    store: Products,
-    startup: Arc<Startup>,
-    readiness: Readiness,
-    metrics: StoreMetrics,
-) {
-    let mut wait = FIRST_RETRY;
-    while let Err(error) = store.start().await {
-        let reason = marketplace_grpc::chain(&error);
-        tracing::warn!(error = %reason, "{NAME} is not ready; trying again in {wait:?}");
-        startup.failed(reason);
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(MAX_RETRY);
-    }
-    startup.started();
-    readiness.set(true);
-    metrics.set_up(true);
-    tracing::info!("{NAME} is ready");
-    let mut up = true;
-    loop {
-        tokio::time::sleep(CHECK_INTERVAL).await;
-        let answered = match tokio::time::timeout(CHECK_TIMEOUT, store.check(CHECK_TIMEOUT)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(marketplace_grpc::chain(&error)),
-            Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
-        };
-        match (&answered, up) {
-            (Err(reason), true) => {
-                tracing::warn!(error = %reason, "{NAME} stopped answering; not ready");
-            }
-            (Ok(()), false) => tracing::info!("{NAME} answers again; ready"),
-            _ => {}
-        }
-        up = answered.is_ok();
-        readiness.set(up);
-        metrics.set_up(up);
-    }
-}
-
-/// Stops the background task when the last clone of the store is dropped.
-#[derive(Debug)]
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn failed(error: StorageError) -> Result<(), StorageError> {
-        Err(error)
-    }
-
-    #[test]
-    fn only_an_unreachable_store_counts_against_the_breaker() {
-        let unavailable = failed(StorageError::Unavailable(anyhow::anyhow!(
-            "connection refused"
-        )));
-        let unexpected = failed(StorageError::Unexpected(anyhow::anyhow!(
-            "malformed document"
-        )));
-
-        assert_eq!(verdict(&Ok::<_, StorageError>(())), Verdict::Ok);
-        assert_eq!(verdict(&unavailable), Verdict::Failed);
-        assert_eq!(verdict(&unexpected), Verdict::Rejected);
-    }
-
-    #[test]
-    fn an_open_breaker_and_a_passed_deadline_are_the_store_being_unavailable() {
-        for failure in [Failure::Open, Failure::TimedOut] {
-            let error = from_failure(failure);
-
-            assert!(matches!(error, StorageError::Unavailable(_)), "{error:?}");
-            assert_eq!(error_kind(&error), StoreErrorKind::Unavailable);
-        }
-        assert_eq!(
-            error_kind(&StorageError::NotReady(None)),
-            StoreErrorKind::Unavailable
-        );
+        self.run("search", Idempotent::Yes, || {
+            self.store().search(text, window)
+        })
+        .await
     }
 }

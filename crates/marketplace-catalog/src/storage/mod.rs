@@ -12,6 +12,8 @@ use std::time::Duration;
 use marketplace_config::SecretUrl;
 use marketplace_config::env::CATALOG_SEARCH_URL;
 use marketplace_domain::Id;
+use marketplace_store::{BoxError, Cut, ManagedStore, StoreError};
+use marketplace_telemetry::metrics::StoreErrorKind;
 
 pub use self::elasticsearch::ElasticsearchProducts;
 pub use self::guarded::GuardedProducts;
@@ -70,6 +72,28 @@ pub enum StorageError {
     NotReady(#[source] Option<Box<dyn Error + Send + Sync>>),
 }
 
+/// A store that cannot be reached, or is not started yet, is unavailable;
+/// any other error is its answer: a refused request, a document this
+/// service cannot read, a bug (see [`StoreError::kind`]).
+impl StoreError for StorageError {
+    fn kind(&self) -> StoreErrorKind {
+        match self {
+            Self::Unavailable(_) | Self::NotReady(_) => StoreErrorKind::Unavailable,
+            Self::InvalidUrl(_) | Self::IncompatibleIndex(_) | Self::Unexpected(_) => {
+                StoreErrorKind::Unexpected
+            }
+        }
+    }
+
+    fn cut(cut: Cut) -> Self {
+        Self::Unavailable(cut.into())
+    }
+
+    fn not_ready(last_failure: Option<BoxError>) -> Self {
+        Self::NotReady(last_failure)
+    }
+}
+
 /// The store chosen by the search URL's scheme.
 #[derive(Debug, Clone)]
 pub enum Products {
@@ -116,10 +140,15 @@ impl Products {
     }
 }
 
-impl Products {
+impl ManagedStore for Products {
+    type Error = StorageError;
+    type StartError = StorageError;
+    const COMPONENT: &'static str = "catalog";
+    const NAME: &'static str = "the product search backend";
+
     /// Reaches Elasticsearch and makes its product index ready (nothing to
     /// do for tantivy, which [`Products::open`] opened).
-    pub async fn start(&self) -> Result<(), StorageError> {
+    async fn start(&self) -> Result<(), StorageError> {
         match self {
             Self::Elasticsearch(store) => store.start().await,
             Self::Tantivy(_) => Ok(()),
@@ -216,4 +245,29 @@ fn product_from_fields(
         price: Money::from_minor_units(price_minor_units).map_err(|e| stored(&e))?,
         created_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_cut_off_or_not_started_is_unavailable_and_its_answers_are_not() {
+        let cut = [Cut::BreakerOpen, Cut::TimedOut].map(StorageError::cut);
+        assert!(
+            cut.iter()
+                .all(|error| matches!(error, StorageError::Unavailable(_)))
+        );
+        let not_ready = StorageError::not_ready(Some("connection refused".into()));
+        assert!(matches!(not_ready, StorageError::NotReady(Some(_))));
+
+        let unavailable = StorageError::Unavailable(anyhow::anyhow!("connection refused"));
+        for error in cut.iter().chain([&not_ready, &unavailable]) {
+            assert_eq!(error.kind(), StoreErrorKind::Unavailable, "{error:?}");
+        }
+        let incompatible = StorageError::IncompatibleIndex("price is a double".to_owned());
+        let malformed = StorageError::Unexpected(anyhow::anyhow!("malformed document"));
+        assert_eq!(incompatible.kind(), StoreErrorKind::Unexpected);
+        assert_eq!(malformed.kind(), StoreErrorKind::Unexpected);
+    }
 }

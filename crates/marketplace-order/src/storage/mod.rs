@@ -8,7 +8,6 @@
 //! connection per process; SQLite, a single process, after each commit.
 
 mod guarded;
-mod pool;
 mod postgres;
 mod sqlite;
 
@@ -21,6 +20,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use marketplace_config::SecretUrl;
 use marketplace_domain::{Id, Money};
+use marketplace_store::{Cut, ManagedStore, StoreError};
+use marketplace_telemetry::Metrics;
+use marketplace_telemetry::metrics::StoreErrorKind;
 use tokio::sync::broadcast;
 
 use crate::domain::{Order, OrderLine, Quantity, TakePerAccount};
@@ -102,6 +104,28 @@ impl From<sqlx::Error> for StorageError {
             | sqlx::Error::WorkerCrashed => Self::Unavailable(error.into()),
             _ => Self::Unexpected(error),
         }
+    }
+}
+
+/// A database that cannot be reached, or is not started yet, is
+/// unavailable; any other error is its answer (see [`StoreError::kind`]).
+/// A duplicate is the caller's.
+impl StoreError for StorageError {
+    fn kind(&self) -> StoreErrorKind {
+        match self {
+            Self::Unavailable(_) | Self::NotReady(_) => StoreErrorKind::Unavailable,
+            Self::Duplicate(_) | Self::Unexpected(_) | Self::Corrupt { .. } => {
+                StoreErrorKind::Unexpected
+            }
+        }
+    }
+
+    fn cut(cut: Cut) -> Self {
+        Self::Unavailable(Box::new(cut))
+    }
+
+    fn not_ready(last_failure: Option<BoxError>) -> Self {
+        Self::NotReady(last_failure)
     }
 }
 
@@ -204,11 +228,18 @@ impl Orders {
             other => Err(ConnectError::UnsupportedScheme(other.to_owned())),
         }
     }
+}
+
+impl ManagedStore for Orders {
+    type Error = StorageError;
+    type StartError = ConnectError;
+    const COMPONENT: &'static str = "order";
+    const NAME: &'static str = "the order database";
 
     /// Reaches the database, brings its schema up to date and starts
     /// listening for new orders (nothing to do for SQLite, which
     /// [`Orders::open`] migrated).
-    pub async fn start(&self) -> Result<(), ConnectError> {
+    async fn start(&self) -> Result<(), ConnectError> {
         match self {
             Self::Postgres(store) => store.start().await,
             Self::Sqlite(_) => Ok(()),
@@ -216,7 +247,7 @@ impl Orders {
     }
 
     /// Whether the database answers, for readiness.
-    async fn check(&self) -> Result<(), StorageError> {
+    async fn check(&self, _timeout: Duration) -> Result<(), StorageError> {
         match self {
             Self::Postgres(store) => store.check().await,
             Self::Sqlite(_) => Ok(()),
@@ -245,14 +276,15 @@ impl Orders {
     }
 
     /// Reports the pools in `metrics` as the order service's.
-    fn observe_pool(&mut self, metrics: &marketplace_telemetry::Metrics) {
+    fn observe_pool(&mut self, metrics: &Metrics) {
         match self {
             Self::Postgres(store) => store.pool_mut().observe("order", metrics),
             Self::Sqlite(store) => store.observe_pools(metrics),
         }
     }
 
-    /// Records that the database just failed (see [`pool`]).
+    /// Records that the database just failed (see
+    /// [`marketplace_store::pool`]).
     fn note_failure(&self) {
         if let Self::Postgres(store) = self {
             store.pool().note_failure();
@@ -401,6 +433,21 @@ mod tests {
         }
         for code in ["23505", "42P01", "57014", "5", "6"] {
             assert!(!postgres_means_unavailable(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn a_duplicate_is_the_callers_and_only_a_cut_or_lost_database_is_unavailable() {
+        let duplicate = StorageError::Duplicate(sqlx::Error::RowNotFound);
+        let failed = StorageError::Unexpected(sqlx::Error::RowNotFound);
+        assert_eq!(duplicate.kind(), StoreErrorKind::Unexpected);
+        assert_eq!(failed.kind(), StoreErrorKind::Unexpected);
+
+        let lost = StorageError::from(sqlx::Error::PoolTimedOut);
+        let open = StorageError::cut(Cut::BreakerOpen);
+        let late = StorageError::cut(Cut::TimedOut);
+        for error in [lost, open, late, StorageError::not_ready(None)] {
+            assert_eq!(error.kind(), StoreErrorKind::Unavailable, "{error:?}");
         }
     }
 }

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use marketplace_domain::Id;
+use marketplace_store::pool::TimedPool;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection, Postgres};
 use tokio::sync::{Mutex, broadcast};
 use tokio::task::JoinHandle;
 
-use super::pool::TimedPool;
 use super::{ACQUIRE_TIMEOUT, ConnectError, LineRow, OrderRow, OrderStore, StorageError};
 use crate::domain::{Order, TakePerAccount};
 

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use chrono::DateTime;
 use marketplace_domain::Id;
+use marketplace_store::pool::{TimedPool, stats_of};
 use marketplace_telemetry::Metrics;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Connection, Sqlite, SqliteConnection};
 use tokio::sync::broadcast;
 
-use super::pool::{TimedPool, stats_of};
 use super::{ACQUIRE_TIMEOUT, ConnectError, LineRow, OrderRow, OrderStore, StorageError};
 use crate::domain::{Order, TakePerAccount};
 

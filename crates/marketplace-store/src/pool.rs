@@ -20,7 +20,7 @@ use sqlx::{Connection, Database, Pool};
 
 /// A pool whose checkouts are timed and, after a failure, tested.
 #[derive(Debug)]
-pub(crate) struct TimedPool<DB: Database> {
+pub struct TimedPool<DB: Database> {
     pool: Pool<DB>,
     acquire_seconds: Option<prometheus::Histogram>,
     failures: LastFailure,
@@ -38,7 +38,7 @@ impl<DB: Database> Clone for TimedPool<DB> {
 
 impl<DB: Database> TimedPool<DB> {
     /// A pool from `options` that connects on first use to `connect`.
-    pub(crate) fn lazy(
+    pub fn lazy(
         options: PoolOptions<DB>,
         connect: <DB::Connection as Connection>::Options,
     ) -> Self {
@@ -58,7 +58,7 @@ impl<DB: Database> TimedPool<DB> {
     }
 
     /// A pooled connection; the wait is timed, failed waits included.
-    pub(crate) async fn acquire(&self) -> Result<PoolConnection<DB>, sqlx::Error> {
+    pub async fn acquire(&self) -> Result<PoolConnection<DB>, sqlx::Error> {
         let started = Instant::now();
         let connection = self.pool.acquire().await;
         if let Some(histogram) = &self.acquire_seconds {
@@ -68,25 +68,30 @@ impl<DB: Database> TimedPool<DB> {
     }
 
     /// The pool itself, for the migrator.
-    pub(crate) fn inner(&self) -> &Pool<DB> {
+    pub fn inner(&self) -> &Pool<DB> {
         &self.pool
     }
 
     /// Records that the database just failed: connections idle since
     /// before now are tested at their next checkout.
-    pub(crate) fn note_failure(&self) {
+    pub fn note_failure(&self) {
         self.failures.note();
     }
 
     /// Reports the pool's connections as `component`'s in `metrics`, and
     /// times checkouts into its acquire histogram. Called once, at start.
-    pub(crate) fn observe(&mut self, component: &str, metrics: &Metrics) {
-        self.acquire_seconds = Some(metrics.pool(component, stats_of(vec![self.pool.clone()])));
+    pub fn observe(&mut self, component: &str, metrics: &Metrics) {
+        self.time_into(metrics.pool(component, stats_of(vec![self.pool.clone()])));
+    }
+
+    /// Times checkouts into `histogram`, for pools reported together.
+    pub fn time_into(&mut self, histogram: prometheus::Histogram) {
+        self.acquire_seconds = Some(histogram);
     }
 }
 
 /// Reads the connections of `pools` (one component's), summed.
-pub(crate) fn stats_of<DB: Database>(pools: Vec<Pool<DB>>) -> impl Fn() -> PoolStats + Send + Sync {
+pub fn stats_of<DB: Database>(pools: Vec<Pool<DB>>) -> impl Fn() -> PoolStats + Send + Sync {
     move || {
         pools.iter().fold(
             PoolStats {
