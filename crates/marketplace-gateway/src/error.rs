@@ -1,10 +1,11 @@
 //! The errors GraphQL clients see: a message a person can act on and an
 //! `extensions.code` a program can branch on, never a backend's own text.
 
-use async_graphql::{Error, ErrorExtensions};
+use async_graphql::{Error, ErrorExtensions, ServerError, Value};
 use tonic::{Code, Status};
 
 use crate::downstream::Service;
+use crate::schema::Limits;
 
 /// The `extensions.code` of every error the gateway returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,15 +58,56 @@ pub fn from_status(service: Service, status: &Status) -> Error {
         // CANCELLED ("Timeout expired"); an overloaded or lagging service
         // is RESOURCE_EXHAUSTED. All are worth retrying later.
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
-            tracing::warn!(service = service.name(), code = ?status.code(), message = status.message(), "downstream unavailable");
+            // `dependency` and `detail`, not `service` and `message`: those
+            // are the log line's own keys.
+            tracing::warn!(dependency = service.name(), grpc_code = ?status.code(), detail = status.message(), "a service behind the gateway is unavailable");
             ErrorCode::Unavailable.error(format!(
                 "the {} service is unavailable; try again later",
                 service.name()
             ))
         }
         _ => {
-            tracing::error!(service = service.name(), code = ?status.code(), message = status.message(), "downstream failed");
+            tracing::error!(dependency = service.name(), grpc_code = ?status.code(), detail = status.message(), "a service behind the gateway failed");
             internal()
+        }
+    }
+}
+
+/// Gives every error of a response an `extensions.code`: errors without a
+/// path are about the request itself (it does not parse, names an unknown
+/// field, exceeds a limit) and so BAD_USER_INPUT; the resolvers set their
+/// own codes, and one that did not is a defect, reported as INTERNAL. The
+/// limits' own messages are replaced by ones that say what the limit is.
+pub fn finish(errors: &mut [ServerError], limits: &Limits) {
+    for error in errors {
+        if error.message == "Query is nested too deep." {
+            error.message = format!(
+                "the query is nested too deep: at most {} levels of selections are allowed",
+                limits.depth
+            );
+        } else if error.message == "Query is too complex." {
+            error.message = format!(
+                "the query is too complex: its estimated cost is over the limit of {}; \
+                 ask for fewer items with take, or fewer nested lists",
+                limits.complexity
+            );
+        }
+        let has_code = error
+            .extensions
+            .as_ref()
+            .is_some_and(|extensions| extensions.get("code").is_some());
+        if !has_code {
+            let code = if error.path.is_empty() {
+                ErrorCode::BadUserInput
+            } else {
+                tracing::error!(detail = %error.message, path = ?error.path, "an error without a code");
+                error.message = "internal error; the cause is logged on the gateway".to_owned();
+                ErrorCode::Internal
+            };
+            error
+                .extensions
+                .get_or_insert_with(Default::default)
+                .set("code", Value::String(code.as_str().to_owned()));
         }
     }
 }
@@ -77,8 +119,6 @@ pub fn internal() -> Error {
 
 #[cfg(test)]
 mod tests {
-    use async_graphql::Value;
-
     use super::*;
 
     fn code(error: &Error) -> Option<String> {

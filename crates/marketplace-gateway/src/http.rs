@@ -5,16 +5,22 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, ContentType};
+use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, web};
 use async_graphql::http::parse_query_string;
 use async_graphql::parser::types::OperationType;
-use async_graphql::{BatchRequest, BatchResponse, Data, Request, ServerError, Value};
+use async_graphql::{BatchRequest, Data, Request};
 use async_graphql_actix_web::GraphQLSubscription;
 use futures::StreamExt as _;
+use marketplace_telemetry::{Metrics, RequestContext};
+use opentelemetry::trace::TraceContextExt as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use crate::cache::ProductCache;
 use crate::downstream::Downstream;
 use crate::error::ErrorCode;
 use crate::loaders::Loaders;
+use crate::observe::{self, Connection};
 use crate::schema::{Limits, MarketplaceSchema};
 
 /// The playground page: one self-contained file, so that it works offline
@@ -26,8 +32,18 @@ const PLAYGROUND: &str = include_str!("playground.html");
 pub struct State {
     pub schema: MarketplaceSchema,
     pub downstream: Downstream,
+    pub cache: ProductCache,
+    /// The process's metrics, which `/metrics` shows.
+    pub metrics: Metrics,
     pub limits: HttpLimits,
     pub query_limits: Limits,
+}
+
+impl State {
+    /// The loaders of one request (or websocket connection).
+    fn loaders(&self) -> Loaders {
+        Loaders::new(&self.downstream, &self.cache)
+    }
 }
 
 impl std::fmt::Debug for State {
@@ -35,6 +51,7 @@ impl std::fmt::Debug for State {
         f.debug_struct("State")
             .field("limits", &self.limits)
             .field("query_limits", &self.query_limits)
+            .field("cache", &self.cache.is_on())
             .finish_non_exhaustive()
     }
 }
@@ -64,8 +81,12 @@ pub fn configure(state: Arc<State>) -> impl FnOnce(&mut web::ServiceConfig) {
             .app_data(web::Data::from(state))
             .route("/", web::get().to(root))
             .route("/playground", web::get().to(playground))
-            .route("/graphql", web::post().to(graphql_post))
-            .route("/graphql", web::get().to(graphql_get))
+            .service(
+                web::resource("/graphql")
+                    .wrap(from_fn(observe::http_request))
+                    .route(web::post().to(graphql_post))
+                    .route(web::get().to(graphql_get)),
+            )
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics));
@@ -108,7 +129,7 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
 async fn metrics(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.downstream.metrics().render())
+        .body(state.metrics.render())
 }
 
 async fn graphql_post(
@@ -191,7 +212,15 @@ async fn graphql_get(
         .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
     if upgrade {
         let mut data = Data::default();
-        data.insert(Loaders::new(&state.downstream));
+        data.insert(state.loaders());
+        // The connection's operations run as part of the request that
+        // opened it, long after its handler returned.
+        if let Some(context) = RequestContext::current() {
+            data.insert(Connection {
+                context,
+                span: tracing::Span::current(),
+            });
+        }
         return GraphQLSubscription::new(state.schema.clone())
             .with_data(data)
             .start(&request, body)
@@ -245,62 +274,33 @@ fn is_mutation(request: &mut Request) -> bool {
 }
 
 async fn execute(state: &State, batch: BatchRequest) -> HttpResponse {
-    // Loaders per request: their caches and batches never mix requests.
-    let batch = batch.data(Loaders::new(&state.downstream));
-    let mut response = state.schema.execute_batch(batch).await;
-    match &mut response {
-        BatchResponse::Single(response) => finish_errors(&mut response.errors, &state.query_limits),
-        BatchResponse::Batch(responses) => {
-            for response in responses {
-                finish_errors(&mut response.errors, &state.query_limits);
-            }
-        }
+    let operations = match &batch {
+        BatchRequest::Single(_) => 1,
+        BatchRequest::Batch(requests) => requests.len(),
+    };
+    // Loaders per request: their batches never mix requests.
+    let batch = batch.data(state.loaders());
+    // The operations give themselves their codes, are counted and name
+    // the request's span (`observe::Observe`); a batch of several is
+    // named as such.
+    let response = state.schema.execute_batch(batch).await;
+    if operations > 1 {
+        tracing::Span::current()
+            .context()
+            .span()
+            .update_name(format!("graphql batch of {operations}"));
     }
     HttpResponse::Ok().json(response)
-}
-
-/// Gives every error an `extensions.code`: errors without a path are about
-/// the request itself (it does not parse, names an unknown field, exceeds a
-/// limit) and so BAD_USER_INPUT; the resolvers set their own codes, and one
-/// that did not is a defect, reported as INTERNAL. The limits' own messages
-/// are replaced by ones that say what the limit is.
-fn finish_errors(errors: &mut [ServerError], limits: &Limits) {
-    for error in errors {
-        if error.message == "Query is nested too deep." {
-            error.message = format!(
-                "the query is nested too deep: at most {} levels of selections are allowed",
-                limits.depth
-            );
-        } else if error.message == "Query is too complex." {
-            error.message = format!(
-                "the query is too complex: its estimated cost is over the limit of {}; \
-                 ask for fewer items with take, or fewer nested lists",
-                limits.complexity
-            );
-        }
-        let has_code = error
-            .extensions
-            .as_ref()
-            .is_some_and(|extensions| extensions.get("code").is_some());
-        if !has_code {
-            let code = if error.path.is_empty() {
-                ErrorCode::BadUserInput
-            } else {
-                tracing::error!(message = %error.message, path = ?error.path, "an error without a code");
-                error.message = "internal error; the cause is logged on the gateway".to_owned();
-                ErrorCode::Internal
-            };
-            error
-                .extensions
-                .get_or_insert_with(Default::default)
-                .set("code", Value::String(code.as_str().to_owned()));
-        }
-    }
 }
 
 /// A request refused before any GraphQL ran, in the GraphQL response shape
 /// so that clients read it as they read every other error.
 fn request_error(status: StatusCode, message: String) -> HttpResponse {
+    tracing::info!(
+        status = status.as_u16(),
+        reason = %message,
+        "GraphQL request refused before it ran"
+    );
     let body = serde_json::json!({
         "errors": [{
             "message": message,

@@ -7,13 +7,19 @@
 //!   service calls per level.
 //! - [`error`]: every error carries `extensions.code`; backend text never
 //!   reaches the client.
+//! - [`downstream`]: the service clients, every call guarded (deadline,
+//!   retries for reads, a circuit breaker per service) and observed.
+//! - [`cache`]: the optional read cache of the catalog's products.
+//! - [`observe`]: request ids, spans, logs and metrics of every GraphQL
+//!   request and operation.
 //! - [`http`]: the actix-web routes; [`startup`]: bind, serve, drain.
 
+pub mod cache;
 pub mod downstream;
 pub mod error;
 pub mod http;
 pub mod loaders;
-pub mod metrics;
+pub mod observe;
 pub mod schema;
 pub mod startup;
 pub mod types;

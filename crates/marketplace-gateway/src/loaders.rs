@@ -1,7 +1,8 @@
 //! Batched loading: every `Account.orders` and `Order.products` of one
 //! request is collected and fetched in as few service calls as the services
 //! allow (100 accounts per `ListOrdersForAccounts`, 1000 products per
-//! `GetProducts`), never one call per account or per line.
+//! `GetProducts`), never one call per account or per line. Products come
+//! from the read cache when it has them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -9,8 +10,11 @@ use std::sync::Arc;
 use async_graphql::dataloader::{DataLoader, Loader};
 use marketplace_proto::catalog::v1::GetProductsRequest;
 use marketplace_proto::order::v1::ListOrdersForAccountsRequest;
+use marketplace_telemetry::RequestContext;
+use tracing::Instrument as _;
 
-use crate::downstream::{Downstream, Service};
+use crate::cache::ProductCache;
+use crate::downstream::{Downstream, Idempotent, Service};
 use crate::types::{Order, Product};
 
 /// Most account ids per `ListOrdersForAccounts` (the order service's limit).
@@ -18,7 +22,7 @@ const ACCOUNTS_PER_CALL: usize = 100;
 /// Most product ids per `GetProducts` (the catalog's limit).
 const PRODUCTS_PER_CALL: usize = 1000;
 
-/// The loaders of one GraphQL request: their caches live as long as it.
+/// The loaders of one GraphQL request: their batches live as long as it.
 #[derive(Clone)]
 pub struct Loaders {
     pub orders: Arc<DataLoader<OrdersLoader>>,
@@ -32,15 +36,21 @@ impl std::fmt::Debug for Loaders {
 }
 
 impl Loaders {
-    pub fn new(downstream: &Downstream) -> Self {
+    pub fn new(downstream: &Downstream, cache: &ProductCache) -> Self {
         Self {
             orders: Arc::new(
                 DataLoader::new(OrdersLoader(downstream.clone()), spawn_batch)
                     .max_batch_size(ACCOUNTS_PER_CALL),
             ),
             products: Arc::new(
-                DataLoader::new(ProductsLoader(downstream.clone()), spawn_batch)
-                    .max_batch_size(PRODUCTS_PER_CALL),
+                DataLoader::new(
+                    ProductsLoader {
+                        downstream: downstream.clone(),
+                        cache: cache.clone(),
+                    },
+                    spawn_batch,
+                )
+                .max_batch_size(PRODUCTS_PER_CALL),
             ),
         }
     }
@@ -57,13 +67,18 @@ const RESOLVER_TURNS: usize = 16;
 /// and the batch would leave without the rest. Each turn lets the request
 /// register 32 more keys, so a batch takes the whole list whatever the
 /// load.
+///
+/// The batch runs as part of the request that started it (its request id
+/// and span), so its calls carry that request's `x-request-id` and
+/// `traceparent`.
 fn spawn_batch(batch: futures::future::BoxFuture<'static, ()>) {
-    tokio::spawn(async move {
+    let batch = async move {
         for _ in 0..RESOLVER_TURNS {
             tokio::task::yield_now().await;
         }
         batch.await;
-    });
+    };
+    tokio::spawn(RequestContext::carry(batch).in_current_span());
 }
 
 /// The newest orders of an account: the key is the account id and how many
@@ -99,23 +114,24 @@ impl Loader<AccountOrders> for OrdersLoader {
                 .map(|chunk| (take, chunk.to_vec()))
                 .collect::<Vec<_>>()
         });
-        let answers = futures::future::try_join_all(calls.map(|(take, account_ids)| {
-            let mut client = self.0.order.clone();
-            async move {
-                let request = ListOrdersForAccountsRequest {
-                    account_ids: account_ids.clone(),
-                    take_per_account: take,
-                };
-                let answer = self
-                    .0
+        let answers = futures::future::try_join_all(calls.map(|(take, account_ids)| async move {
+            let request = ListOrdersForAccountsRequest {
+                account_ids: account_ids.clone(),
+                take_per_account: take,
+            };
+            let answer =
+                self.0
                     .call(
                         Service::Order,
-                        "ListOrdersForAccounts",
-                        client.list_orders_for_accounts(request),
+                        Idempotent::Yes,
+                        &self.0.order,
+                        request,
+                        |mut client, request| async move {
+                            client.list_orders_for_accounts(request).await
+                        },
                     )
                     .await?;
-                Ok::<_, async_graphql::Error>((take, account_ids, answer.orders))
-            }
+            Ok::<_, async_graphql::Error>((take, account_ids, answer.orders))
         }))
         .await?;
         let mut loaded = HashMap::new();
@@ -137,31 +153,47 @@ impl Loader<AccountOrders> for OrdersLoader {
     }
 }
 
-/// Products by id, as order lines name them.
+/// Products by id, as order lines name them: from the read cache when it
+/// has them, the rest in one call.
 #[derive(Debug)]
-pub struct ProductsLoader(Downstream);
+pub struct ProductsLoader {
+    downstream: Downstream,
+    cache: ProductCache,
+}
 
 impl Loader<String> for ProductsLoader {
     type Value = Product;
     type Error = async_graphql::Error;
 
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Product>, Self::Error> {
-        let mut client = self.0.catalog.clone();
+        let mut loaded = HashMap::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        for key in keys {
+            match self.cache.product(key).await {
+                Some(product) => {
+                    loaded.insert(key.clone(), product);
+                }
+                None => missing.push(key.clone()),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(loaded);
+        }
         let answer = self
-            .0
+            .downstream
             .call(
                 Service::Catalog,
-                "GetProducts",
-                client.get_products(GetProductsRequest { ids: keys.to_vec() }),
+                Idempotent::Yes,
+                &self.downstream.catalog,
+                GetProductsRequest { ids: missing },
+                |mut client, request| async move { client.get_products(request).await },
             )
             .await?;
-        answer
-            .products
-            .into_iter()
-            .map(|product| {
-                let product = Product::try_from(product)?;
-                Ok((product.id.clone(), product))
-            })
-            .collect()
+        for product in answer.products {
+            let product = Product::try_from(product)?;
+            self.cache.insert_product(&product).await;
+            loaded.insert(product.id.clone(), product);
+        }
+        Ok(loaded)
     }
 }

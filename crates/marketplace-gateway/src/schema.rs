@@ -10,9 +10,12 @@ use marketplace_proto::account::v1 as account;
 use marketplace_proto::catalog::v1 as catalog;
 use marketplace_proto::common::v1 as common;
 use marketplace_proto::order::v1 as order;
+use marketplace_telemetry::Metrics;
 
-use crate::downstream::{Downstream, Service};
+use crate::cache::{PageKey, ProductCache};
+use crate::downstream::{Downstream, Idempotent, Service};
 use crate::error::{self, bad_input};
+use crate::observe::Observe;
 use crate::types::{Account, Order, Product};
 
 /// The gateway's schema type.
@@ -50,10 +53,18 @@ pub fn builder() -> SchemaBuilder<Query, Mutation, SubscriptionRoot> {
     Schema::build(Query, Mutation, SubscriptionRoot)
 }
 
-/// The schema over `downstream`, within `limits`.
-pub fn build(downstream: Downstream, limits: Limits) -> MarketplaceSchema {
+/// The schema over `downstream` and its read `cache`, within `limits`;
+/// every operation is counted in `metrics` ([`Observe`]).
+pub fn build(
+    downstream: Downstream,
+    cache: ProductCache,
+    limits: Limits,
+    metrics: Metrics,
+) -> MarketplaceSchema {
     builder()
         .data(downstream)
+        .data(cache)
+        .extension(Observe::new(metrics, limits))
         .limit_depth(limits.depth)
         .limit_complexity(limits.complexity)
         .limit_directives(16)
@@ -156,6 +167,12 @@ fn downstream<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Downstream> {
     })
 }
 
+/// The read cache; off when the schema was built without one.
+fn cache<'a>(ctx: &Context<'a>) -> &'a ProductCache {
+    static OFF: ProductCache = ProductCache::OFF;
+    ctx.data_opt::<ProductCache>().unwrap_or(&OFF)
+}
+
 #[derive(Debug)]
 pub struct Query;
 
@@ -175,11 +192,10 @@ impl Query {
             let answer = downstream
                 .call(
                     Service::Account,
-                    "GetAccount",
-                    downstream
-                        .account
-                        .clone()
-                        .get_account(account::GetAccountRequest { id }),
+                    Idempotent::Yes,
+                    &downstream.account,
+                    account::GetAccountRequest { id },
+                    |mut client, request| async move { client.get_account(request).await },
                 )
                 .await?;
             return Ok(vec![required(answer.account, "account")?.try_into()?]);
@@ -190,11 +206,10 @@ impl Query {
         let answer = downstream
             .call(
                 Service::Account,
-                "ListAccounts",
-                downstream
-                    .account
-                    .clone()
-                    .list_accounts(account::ListAccountsRequest { skip, take }),
+                Idempotent::Yes,
+                &downstream.account,
+                account::ListAccountsRequest { skip, take },
+                |mut client, request| async move { client.list_accounts(request).await },
             )
             .await?;
         answer.accounts.into_iter().map(Account::try_from).collect()
@@ -213,50 +228,42 @@ impl Query {
         id: Option<String>,
     ) -> async_graphql::Result<Vec<Product>> {
         let downstream = downstream(ctx)?;
+        let cache = cache(ctx);
         if let Some(id) = id {
+            if let Some(product) = cache.product(&id).await {
+                return Ok(vec![product]);
+            }
             let answer = downstream
                 .call(
                     Service::Catalog,
-                    "GetProduct",
-                    downstream
-                        .catalog
-                        .clone()
-                        .get_product(catalog::GetProductRequest { id }),
+                    Idempotent::Yes,
+                    &downstream.catalog,
+                    catalog::GetProductRequest { id },
+                    |mut client, request| async move { client.get_product(request).await },
                 )
                 .await?;
-            return Ok(vec![required(answer.product, "product")?.try_into()?]);
+            let product: Product = required(answer.product, "product")?.try_into()?;
+            cache.insert_product(&product).await;
+            return Ok(vec![product]);
         }
         let Some((skip, take)) = PaginationInput::page(pagination)? else {
             return Ok(Vec::new());
         };
-        let mut client = downstream.catalog.clone();
-        let products = match query.filter(|query| !query.trim().is_empty()) {
-            Some(query) => {
-                downstream
-                    .call(
-                        Service::Catalog,
-                        "SearchProducts",
-                        client.search_products(catalog::SearchProductsRequest {
-                            query,
-                            skip,
-                            take,
-                        }),
-                    )
-                    .await?
-                    .products
-            }
-            None => {
-                downstream
-                    .call(
-                        Service::Catalog,
-                        "ListProducts",
-                        client.list_products(catalog::ListProductsRequest { skip, take }),
-                    )
-                    .await?
-                    .products
-            }
+        let page = PageKey {
+            query: query.filter(|query| !query.trim().is_empty()),
+            skip,
+            take,
         };
-        products.into_iter().map(Product::try_from).collect()
+        if let Some(products) = cache.page(&page).await {
+            return Ok(products);
+        }
+        let products = catalog_page(downstream, &page).await?;
+        let products = products
+            .into_iter()
+            .map(Product::try_from)
+            .collect::<async_graphql::Result<Vec<_>>>()?;
+        cache.insert_page(page, &products).await;
+        Ok(products)
     }
 
     /// One order (NOT_FOUND if there is none).
@@ -265,11 +272,10 @@ impl Query {
         let answer = downstream
             .call(
                 Service::Order,
-                "GetOrder",
-                downstream
-                    .order
-                    .clone()
-                    .get_order(order::GetOrderRequest { id }),
+                Idempotent::Yes,
+                &downstream.order,
+                order::GetOrderRequest { id },
+                |mut client, request| async move { client.get_order(request).await },
             )
             .await?;
         required(answer.order, "order")?.try_into()
@@ -291,11 +297,10 @@ impl Mutation {
         let answer = downstream
             .call(
                 Service::Account,
-                "CreateAccount",
-                downstream
-                    .account
-                    .clone()
-                    .create_account(account::CreateAccountRequest { name: account.name }),
+                Idempotent::No,
+                &downstream.account,
+                account::CreateAccountRequest { name: account.name },
+                |mut client, request| async move { client.create_account(request).await },
             )
             .await?;
         Ok(Some(required(answer.account, "account")?.try_into()?))
@@ -322,10 +327,15 @@ impl Mutation {
         let answer = downstream
             .call(
                 Service::Catalog,
-                "CreateProduct",
-                downstream.catalog.clone().create_product(request),
+                Idempotent::No,
+                &downstream.catalog,
+                request,
+                |mut client, request| async move { client.create_product(request).await },
             )
             .await?;
+        // Cached pages do not have the new product; this gateway's clients
+        // see it in their next listing.
+        cache(ctx).forget_pages();
         Ok(Some(required(answer.product, "product")?.try_into()?))
     }
 
@@ -359,8 +369,10 @@ impl Mutation {
         let answer = downstream
             .call(
                 Service::Order,
-                "CreateOrder",
-                downstream.order.clone().create_order(request),
+                Idempotent::No,
+                &downstream.order,
+                request,
+                |mut client, request| async move { client.create_order(request).await },
             )
             .await?;
         Ok(Some(required(answer.order, "order")?.try_into()?))
@@ -384,23 +396,23 @@ impl SubscriptionRoot {
         downstream
             .call(
                 Service::Account,
-                "GetAccount",
-                downstream
-                    .account
-                    .clone()
-                    .get_account(account::GetAccountRequest {
-                        id: account_id.clone(),
-                    }),
+                Idempotent::Yes,
+                &downstream.account,
+                account::GetAccountRequest {
+                    id: account_id.clone(),
+                },
+                |mut client, request| async move { client.get_account(request).await },
             )
             .await?;
+        // A watch is not repeated: the client subscribes again after an
+        // error, as the field's documentation says.
         let orders = downstream
             .call(
                 Service::Order,
-                "WatchAccountOrders",
-                downstream
-                    .watch
-                    .clone()
-                    .watch_account_orders(order::WatchAccountOrdersRequest { account_id }),
+                Idempotent::No,
+                &downstream.watch,
+                order::WatchAccountOrdersRequest { account_id },
+                |mut client, request| async move { client.watch_account_orders(request).await },
             )
             .await?;
         // Counted from here: the order service has the watch, so every
@@ -419,6 +431,42 @@ impl SubscriptionRoot {
             futures::future::ready(item)
         }))
     }
+}
+
+/// A page of the catalog: a search when `page` has words, else the
+/// listing, newest first.
+async fn catalog_page(
+    downstream: &Downstream,
+    page: &PageKey,
+) -> async_graphql::Result<Vec<catalog::Product>> {
+    let (skip, take) = (page.skip, page.take);
+    let answer = match page.query.clone() {
+        Some(query) => {
+            downstream
+                .call(
+                    Service::Catalog,
+                    Idempotent::Yes,
+                    &downstream.catalog,
+                    catalog::SearchProductsRequest { query, skip, take },
+                    |mut client, request| async move { client.search_products(request).await },
+                )
+                .await?
+                .products
+        }
+        None => {
+            downstream
+                .call(
+                    Service::Catalog,
+                    Idempotent::Yes,
+                    &downstream.catalog,
+                    catalog::ListProductsRequest { skip, take },
+                    |mut client, request| async move { client.list_products(request).await },
+                )
+                .await?
+                .products
+        }
+    };
+    Ok(answer)
 }
 
 fn required<T>(value: Option<T>, what: &str) -> async_graphql::Result<T> {

@@ -11,9 +11,9 @@ use actix_web::{App, HttpServer, http::header};
 use anyhow::Context;
 use marketplace_config::{GatewayConfig, env};
 
+use crate::cache::ProductCache;
 use crate::downstream::{Downstream, DownstreamConfig};
 use crate::http::{self, HttpLimits, State};
-use crate::metrics::Metrics;
 use crate::schema::{self, Limits};
 
 /// How long a graceful shutdown waits for requests and open websockets.
@@ -31,12 +31,13 @@ pub struct Application {
 impl Application {
     /// Prepares the service clients (they connect on first use, so the
     /// gateway starts while the services are still down) and binds the
-    /// listener.
+    /// listener. Metrics go to the process's registry (`shared.metrics`),
+    /// which `/metrics` shows whole; the retry and breaker settings are
+    /// `shared.resilience`.
     pub async fn build(
         config: GatewayConfig,
         shared: &marketplace_grpc::Shared,
     ) -> anyhow::Result<Self> {
-        let _ = shared;
         let downstream = Downstream::new(
             &DownstreamConfig {
                 account_url: config.account_url.clone(),
@@ -44,7 +45,7 @@ impl Application {
                 order_url: config.order_url.clone(),
                 timeout: config.downstream_timeout,
             },
-            Metrics::new(),
+            shared,
         )
         .with_context(|| {
             format!(
@@ -58,6 +59,7 @@ impl Application {
             depth: config.max_query_depth,
             complexity: config.max_query_complexity,
         };
+        let cache = ProductCache::new(config.cache_ttl, config.cache_capacity, &shared.metrics);
         let listener = TcpListener::bind(config.listen_addr)
             .with_context(|| format!("binding {}", config.listen_addr))?;
         let local_addr = listener.local_addr()?;
@@ -65,8 +67,15 @@ impl Application {
             listener,
             local_addr,
             state: Arc::new(State {
-                schema: schema::build(downstream.clone(), query_limits),
+                schema: schema::build(
+                    downstream.clone(),
+                    cache.clone(),
+                    query_limits,
+                    shared.metrics.clone(),
+                ),
                 downstream,
+                cache,
+                metrics: shared.metrics.clone(),
                 limits: HttpLimits {
                     body_bytes: config.max_body_bytes,
                     ..HttpLimits::default()

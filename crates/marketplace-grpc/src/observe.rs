@@ -115,15 +115,15 @@ where
         let context = RequestContext::for_request(self.component, request.headers(), &span);
         span.record("request_id", &*context.request_id);
         let request_id = context.header_value();
-        let metrics = self.metrics.clone();
         let started = Instant::now();
+        let mut counted = Counted::server(self.metrics.clone(), service.clone(), method.clone());
         let call = self.inner.call(request);
         let observed = async move {
             let result = call.await;
             let elapsed = started.elapsed();
             let mut response = result?;
             let code = status_code(&response);
-            metrics.observe_server_call(&service, &method, code, elapsed);
+            counted.finish(code);
             tracing::Span::current().record("rpc.grpc.status_code", code);
             tracing::info!(
                 grpc_code = marketplace_telemetry::metrics::code_name(code),
@@ -179,7 +179,6 @@ impl Service<Request<Body>> for ObservedChannel {
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let path = request.uri().path().to_owned();
         let (service, method) = rpc(&path);
-        let (service, method) = (service.to_owned(), method.to_owned());
         let span = tracing::info_span!(
             "grpc.client",
             otel.name = %path.trim_start_matches('/'),
@@ -190,9 +189,8 @@ impl Service<Request<Body>> for ObservedChannel {
             rpc.grpc.status_code = tracing::field::Empty,
         );
         context::inject(&span, request.headers_mut());
-        let metrics = self.metrics.clone();
-        let component = self.component;
-        let started = Instant::now();
+        let (service, method) = (service.to_owned(), method.to_owned());
+        let mut counted = Counted::client(self.metrics.clone(), self.component, service, method);
         let call = self.inner.call(request);
         let observed = async move {
             let result = call.await;
@@ -203,10 +201,74 @@ impl Service<Request<Body>> for ObservedChannel {
                 Err(error) => channel_failure_code(error),
             };
             tracing::Span::current().record("rpc.grpc.status_code", code);
-            metrics.observe_client_call(component, &service, &method, code, started.elapsed());
+            counted.finish(code);
             result
         };
         Box::pin(observed.instrument(span))
+    }
+}
+
+/// Counts one call when it finishes, or as CANCELLED when its future is
+/// dropped first: the caller gave up (its deadline passed, or its own
+/// caller went away), which is exactly what an operator needs to see.
+struct Counted {
+    metrics: Metrics,
+    /// The calling component, for a client call; `None` on the server.
+    component: Option<&'static str>,
+    service: String,
+    method: String,
+    started: Instant,
+    finished: bool,
+}
+
+impl Counted {
+    fn client(metrics: Metrics, component: &'static str, service: String, method: String) -> Self {
+        Self::new(metrics, Some(component), service, method)
+    }
+
+    fn server(metrics: Metrics, service: String, method: String) -> Self {
+        Self::new(metrics, None, service, method)
+    }
+
+    fn new(
+        metrics: Metrics,
+        component: Option<&'static str>,
+        service: String,
+        method: String,
+    ) -> Self {
+        Self {
+            metrics,
+            component,
+            service,
+            method,
+            started: Instant::now(),
+            finished: false,
+        }
+    }
+
+    fn finish(&mut self, code: i32) {
+        self.finished = true;
+        let elapsed = self.started.elapsed();
+        match self.component {
+            Some(component) => self.metrics.observe_client_call(
+                component,
+                &self.service,
+                &self.method,
+                code,
+                elapsed,
+            ),
+            None => self
+                .metrics
+                .observe_server_call(&self.service, &self.method, code, elapsed),
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finish(tonic::Code::Cancelled as i32);
+        }
     }
 }
 

@@ -438,16 +438,21 @@ impl StoreMetrics {
             .store_seconds
             .with_label_values(&labels)
             .observe(elapsed.as_secs_f64());
-        if let Some(kind) = error {
-            let kind = match kind {
-                StoreErrorKind::Unavailable => "unavailable",
-                StoreErrorKind::Unexpected => "unexpected",
-            };
-            self.metrics
+        // Both error series of an operation exist from its first call, at
+        // 0 until it fails, so that rates and alerts see a zero rather
+        // than no data.
+        for (kind, name) in [
+            (StoreErrorKind::Unavailable, "unavailable"),
+            (StoreErrorKind::Unexpected, "unexpected"),
+        ] {
+            let counter = self
+                .metrics
                 .0
                 .store_errors
-                .with_label_values(&[labels[0], labels[1], labels[2], kind])
-                .inc();
+                .with_label_values(&[labels[0], labels[1], labels[2], name]);
+            if error == Some(kind) {
+                counter.inc();
+            }
         }
     }
 

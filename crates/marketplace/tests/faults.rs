@@ -216,7 +216,7 @@ fn while_the_catalog_is_down_orders_fail_fast_with_unavailable_and_succeed_again
 
     let before: Vec<_> = outcomes
         .iter()
-        .filter(|o| o.started + o.took < down)
+        .filter(|o| o.started + o.took < stopping)
         .collect();
     assert!(!before.is_empty());
     assert!(before.iter().all(|o| o.result.is_ok()), "{before:?}");

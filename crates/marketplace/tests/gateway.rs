@@ -1,15 +1,17 @@
 //! The gateway's behaviour as clients see it over HTTP and websockets:
 //! the Go original's queries, batched loading, limits, CORS, GET, a
-//! service that is down, and the order subscription. The marketplace runs
-//! as one process on embedded storage.
+//! service that is down or whose breaker is open, the order subscription,
+//! request ids, operation metrics and the read cache. The marketplace
+//! runs as one process on embedded storage.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{Graphql, Served, embedded, eventually, marketplace, serve};
+use common::cluster::sample;
+use common::{Graphql, Served, embedded, eventually, marketplace, serve, wait_for};
 use futures::{SinkExt as _, StreamExt as _};
 use marketplace_config::env;
 use serde_json::{Value, json};
@@ -35,6 +37,28 @@ fn running(args: &[&str]) -> Running {
 
 fn id(value: &Value) -> String {
     value["id"].as_str().unwrap().to_owned()
+}
+
+/// How many calls of `method` the gateway itself made, whatever their
+/// outcome (in one process the order service's calls are on `/metrics`
+/// too, under its own component).
+fn gateway_calls(graphql: &Graphql, method: &str) -> u64 {
+    let (_, metrics) = graphql.get("/metrics");
+    let label = format!("grpc_method=\"{method}\"");
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("grpc_client_handled_total{")
+                && line.contains("component=\"gateway\"")
+                && line.contains(&label)
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The value of the sample of `name` with `labels` on `/metrics`.
+fn metric(graphql: &Graphql, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    sample(&graphql.get("/metrics").1, name, labels)
 }
 
 #[test]
@@ -150,7 +174,7 @@ fn nested_lists_cost_one_service_call_per_level() {
     }
     let before: Vec<u64> = ["ListAccounts", "ListOrdersForAccounts", "GetProducts"]
         .iter()
-        .map(|method| graphql.calls(method))
+        .map(|method| gateway_calls(graphql, method))
         .collect();
 
     let answer = graphql.data(
@@ -160,7 +184,7 @@ fn nested_lists_cost_one_service_call_per_level() {
 
     let after: Vec<u64> = ["ListAccounts", "ListOrdersForAccounts", "GetProducts"]
         .iter()
-        .map(|method| graphql.calls(method))
+        .map(|method| gateway_calls(graphql, method))
         .collect();
     let accounts = answer["accounts"].as_array().unwrap();
     assert_eq!(accounts.len(), 100);
@@ -583,4 +607,355 @@ async fn subscribing_to_an_unknown_or_malformed_account_is_an_error_with_its_cod
         };
         assert_eq!(errors[0]["extensions"]["code"], code, "{event}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_websocket_connection_has_a_request_id_that_its_operations_carry_to_the_services() {
+    let marketplace = running(&[]);
+    let served = &marketplace.served;
+    let request_id = format!("socket-{}", std::process::id());
+    let mut request = format!("ws://{}/graphql", served.address)
+        .into_client_request()
+        .unwrap();
+    let headers = request.headers_mut();
+    headers.insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    headers.insert("x-request-id", request_id.parse().unwrap());
+
+    let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    send(
+        &mut socket,
+        json!({ "type": "connection_init", "payload": {} }),
+    )
+    .await;
+    assert_eq!(receive(&mut socket).await["type"], "connection_ack");
+    send(
+        &mut socket,
+        json!({ "id": "1", "type": "subscribe", "payload": {
+            "query": ORDER_PLACED, "variables": { "account": "0ujtsYcgvSTl8PAuAdqWYSMnLOv" }
+        } }),
+    )
+    .await;
+    let event = receive(&mut socket).await;
+
+    assert_eq!(
+        response.headers()["x-request-id"].to_str().unwrap(),
+        request_id
+    );
+    assert!(event.to_string().contains("NOT_FOUND"), "{event}");
+    // The account service answered the subscription's GetAccount as part
+    // of the connection's request, and the gateway logged the operation.
+    wait_for(
+        "the account service logs the connection's request id",
+        Duration::from_secs(10),
+        || logged(served, &request_id, "account", "AccountService/GetAccount"),
+    );
+    let line = wait_for(
+        "the gateway logs the operation",
+        Duration::from_secs(10),
+        || logged(served, &request_id, "gateway", "GraphQL subscription"),
+    );
+    assert_eq!(line["operation"], "orderPlaced", "{line}");
+    assert_eq!(line["code"], "NOT_FOUND", "{line}");
+}
+
+/// The first log line of `service` about `request_id` whose message
+/// contains `message`.
+fn logged(served: &Served, request_id: &str, service: &str, message: &str) -> Option<Value> {
+    served.json_logs().into_iter().find(|line| {
+        line["service"] == service
+            && line["request_id"] == request_id
+            && line["message"]
+                .as_str()
+                .is_some_and(|text| text.contains(message))
+    })
+}
+
+/// Sends `{ products { id } }` with `x-request-id: given` (if any); the
+/// `x-request-id` of the answer.
+fn answered_request_id(graphql: &Graphql, given: Option<&str>) -> String {
+    let mut request = graphql.agent().post(format!("{}/graphql", graphql.base));
+    if let Some(given) = given {
+        request = request.header("x-request-id", given);
+    }
+    let response = request
+        .send_json(json!({ "query": "{ products { id } }" }))
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn is_uuid(text: &str) -> bool {
+    text.len() == 36
+        && text.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+#[test]
+fn the_answer_carries_the_callers_request_id_or_a_new_one_when_it_is_missing_or_unusable() {
+    let marketplace = running(&[]);
+    let graphql = &marketplace.graphql;
+    let too_long = "x".repeat(129);
+
+    let kept = answered_request_id(graphql, Some("checkout-42"));
+    let generated = [
+        answered_request_id(graphql, None),
+        answered_request_id(graphql, None),
+        answered_request_id(graphql, Some("has space")),
+        answered_request_id(graphql, Some(&too_long)),
+    ];
+
+    assert_eq!(kept, "checkout-42");
+    for id in &generated {
+        assert!(is_uuid(id), "{id} is a new UUID");
+    }
+    assert_ne!(generated[0], generated[1], "each request gets its own id");
+}
+
+#[test]
+fn a_request_id_reaches_every_service_the_request_calls_and_names_the_gateways_log_line() {
+    let marketplace = running(&[]);
+    let (graphql, served) = (&marketplace.graphql, &marketplace.served);
+    let account = id(&graphql.data(
+        r#"mutation { createAccount(account: {name: "Traced"}) { id } }"#,
+        json!({}),
+    )["createAccount"]);
+    let product = id(&graphql.data(
+        r#"mutation { createProduct(product: {name: "Trace", description: "a path", price: 1}) { id } }"#,
+        json!({}),
+    )["createProduct"]);
+    graphql.data(
+        "mutation($o: OrderInput!) { createOrder(order: $o) { id } }",
+        json!({ "o": { "accountId": account, "products": [{ "id": product, "quantity": 1 }] } }),
+    );
+    let request_id = format!("nested-{}", std::process::id());
+
+    // The accounts' orders and their products are loaded in batches on
+    // tasks of their own, which still carry the request.
+    let response = graphql
+        .agent()
+        .post(format!("{}/graphql", graphql.base))
+        .header("x-request-id", &request_id)
+        .send_json(json!({ "query": "{ accounts { orders { products { name } } } }" }))
+        .unwrap();
+
+    assert_eq!(response.headers()["x-request-id"], request_id.as_str());
+    for (service, call) in [
+        ("account", "AccountService/ListAccounts"),
+        ("order", "OrderService/ListOrdersForAccounts"),
+        ("catalog", "CatalogService/GetProducts"),
+    ] {
+        wait_for(
+            &format!("the {service} service logs {call} under the request id"),
+            Duration::from_secs(10),
+            || logged(served, &request_id, service, call),
+        );
+    }
+    let line = wait_for(
+        "the gateway logs the request",
+        Duration::from_secs(10),
+        || logged(served, &request_id, "gateway", "GraphQL query"),
+    );
+    assert_eq!(line["operation_type"], "query", "{line}");
+    assert_eq!(line["operation"], "accounts", "{line}");
+    assert_eq!(line["code"], "OK", "{line}");
+    assert!(line["elapsed_ms"].as_f64().is_some(), "{line}");
+}
+
+#[test]
+fn graphql_operations_are_counted_by_type_root_fields_and_outcome() {
+    let marketplace = running(&[]);
+    let graphql = &marketplace.graphql;
+
+    graphql.data("{ products { id } }", json!({}));
+    graphql.data("query Named { products { name } }", json!({}));
+    graphql.data(
+        "{ b: accounts { id } a: accounts { name } products { id } __typename }",
+        json!({}),
+    );
+    graphql.error(r#"{ products(id: "nope") { id } }"#, json!({}));
+    graphql.data(
+        r#"mutation { createAccount(account: {name: "Counted"}) { id } }"#,
+        json!({}),
+    );
+    graphql.error("{ products { id }", json!({}));
+    graphql.error("{ nonsense }", json!({}));
+
+    let text = graphql.get("/metrics").1;
+    let count = |kind: &str, operation: &str, code: &str| {
+        sample(
+            &text,
+            "graphql_requests_total",
+            &[
+                ("operation_type", kind),
+                ("operation", operation),
+                ("code", code),
+            ],
+        )
+    };
+    assert_eq!(count("query", "products", "OK"), Some(2.0), "{text}");
+    // Several root fields are one label value with commas, which the
+    // sample reader splits; the line is read whole.
+    assert!(
+        text.lines().any(|line| line
+            == r#"graphql_requests_total{code="OK",operation="__typename,accounts,products",operation_type="query"} 1"#),
+        "{text}"
+    );
+    assert_eq!(count("query", "products", "BAD_USER_INPUT"), Some(1.0));
+    assert_eq!(count("mutation", "createAccount", "OK"), Some(1.0));
+    // Requests that never ran: the document did not parse, or named a
+    // field the schema does not have.
+    assert_eq!(count("unknown", "invalid", "BAD_USER_INPUT"), Some(1.0));
+    assert_eq!(count("query", "invalid", "BAD_USER_INPUT"), Some(1.0));
+    assert_eq!(
+        sample(
+            &text,
+            "graphql_request_duration_seconds_count",
+            &[("operation_type", "query"), ("operation", "products")],
+        ),
+        Some(3.0),
+        "{text}"
+    );
+}
+
+#[test]
+fn with_the_cache_on_repeated_listings_and_lookups_do_not_call_the_catalog_again() {
+    let marketplace = running(&["--gateway-cache-ttl", "30s"]);
+    let graphql = &marketplace.graphql;
+    let create = |name: &str| {
+        id(&graphql.data(
+            "mutation($p: ProductInput!) { createProduct(product: $p) { id } }",
+            json!({ "p": { "name": name, "description": "a desk lamp", "price": 20 } }),
+        )["createProduct"])
+    };
+    let lamp = create("Lamp");
+    const LISTING: &str = "{ products(pagination: {take: 10}) { id name } }";
+
+    let first = graphql.data(LISTING, json!({}));
+    let second = graphql.data(LISTING, json!({}));
+    for _ in 0..2 {
+        graphql.data(r#"{ products(query: "lamp") { id } }"#, json!({}));
+    }
+    let by_id = format!(r#"{{ products(id: "{lamp}") {{ id name price }} }}"#);
+    let looked_up = [
+        graphql.data(&by_id, json!({})),
+        graphql.data(&by_id, json!({})),
+    ];
+
+    assert_eq!(first, second);
+    assert_eq!(looked_up[0], looked_up[1]);
+    assert_eq!(looked_up[0]["products"][0]["name"], "Lamp");
+    assert_eq!(gateway_calls(graphql, "ListProducts"), 1);
+    assert_eq!(gateway_calls(graphql, "SearchProducts"), 1);
+    assert_eq!(gateway_calls(graphql, "GetProduct"), 1);
+    let requests = |cache: &str, result: &str| {
+        metric(
+            graphql,
+            "marketplace_cache_requests_total",
+            &[("cache", cache), ("result", result)],
+        )
+    };
+    assert_eq!(requests("product_page", "miss"), Some(2.0));
+    assert_eq!(requests("product_page", "hit"), Some(2.0));
+    assert_eq!(requests("product", "miss"), Some(1.0));
+    assert_eq!(requests("product", "hit"), Some(1.0));
+
+    // An order's products come from the cache too.
+    let account = id(&graphql.data(
+        r#"mutation { createAccount(account: {name: "Reader"}) { id } }"#,
+        json!({}),
+    )["createAccount"]);
+    let order = id(&graphql.data(
+        "mutation($o: OrderInput!) { createOrder(order: $o) { id } }",
+        json!({ "o": { "accountId": account, "products": [{ "id": lamp, "quantity": 1 }] } }),
+    )["createOrder"]);
+    let ordered = graphql.data(
+        "query($id: String!) { order(id: $id) { products { name } } }",
+        json!({ "id": order }),
+    );
+    assert_eq!(ordered["order"]["products"][0]["name"], "Lamp");
+    assert_eq!(gateway_calls(graphql, "GetProducts"), 0);
+    assert_eq!(requests("product", "hit"), Some(2.0));
+
+    // A product created through this gateway is in its next listing.
+    let shade = create("Shade");
+    let listed = graphql.data(LISTING, json!({}));
+    let ids: Vec<String> = listed["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(id)
+        .collect();
+    assert!(ids.contains(&lamp) && ids.contains(&shade), "{listed}");
+    assert_eq!(gateway_calls(graphql, "ListProducts"), 2);
+}
+
+#[test]
+fn an_open_breaker_answers_unavailable_at_once_instead_of_waiting_for_the_deadline() {
+    // A catalog that takes connections and never answers: each call waits
+    // for the whole deadline.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = || format!("http://127.0.0.1:{}", free_port());
+    let served = serve(
+        marketplace()
+            .args(["serve", "--target", "gateway"])
+            .env(env::GATEWAY_LISTEN_ADDR, "127.0.0.1:0")
+            .env(env::GATEWAY_ACCOUNT_URL, down())
+            .env(
+                env::GATEWAY_CATALOG_URL,
+                format!("http://{}", silent.local_addr().unwrap()),
+            )
+            .env(env::GATEWAY_ORDER_URL, down())
+            .env(env::GATEWAY_DOWNSTREAM_TIMEOUT, "1s")
+            .env(env::BREAKER_FAILURE_THRESHOLD, "2")
+            .env(env::BREAKER_OPEN_DURATION, "1m"),
+        true,
+    );
+    let graphql = Graphql::new(&served.address);
+    let timed = || {
+        let started = Instant::now();
+        let (code, message) = graphql.error("{ products { id } }", json!({}));
+        (code, message, started.elapsed())
+    };
+
+    let slow = [timed(), timed()];
+    let fast = [timed(), timed(), timed()];
+
+    for (code, message, elapsed) in slow.iter().chain(&fast) {
+        assert_eq!(code, "UNAVAILABLE", "{message} after {elapsed:?}");
+        assert_eq!(
+            message,
+            "the catalog service is unavailable; try again later"
+        );
+    }
+    for (_, _, elapsed) in &slow {
+        assert!(*elapsed >= Duration::from_millis(900), "{elapsed:?}");
+    }
+    for (_, _, elapsed) in &fast {
+        assert!(*elapsed < Duration::from_millis(500), "{elapsed:?}");
+    }
+    let breaker = [("component", "gateway"), ("dependency", "catalog")];
+    assert_eq!(
+        metric(&graphql, "marketplace_circuit_breaker_state", &breaker),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &graphql,
+            "marketplace_circuit_breaker_rejected_total",
+            &breaker
+        ),
+        Some(3.0)
+    );
+    // Calls the breaker refused never reached the catalog: only the two
+    // before it opened were sent.
+    assert_eq!(graphql.calls("ListProducts"), 2);
+    drop(silent);
 }

@@ -143,6 +143,7 @@ async fn distributed() -> Option<Distributed> {
             .env(env::GATEWAY_ORDER_URL, format!("http://{}", order.address)),
         true,
     );
+    common::cluster::wait_until_ready(&gateway.address);
     Some(Distributed {
         gateway,
         _services: vec![order, catalog, account],

@@ -116,6 +116,7 @@ pub fn start(stores: &Stores, extra: Env<'_>) -> Cluster {
     let catalog = catalog(stores, "127.0.0.1:0", extra);
     let order = order(stores, &account.address, &catalog.address, extra);
     let gateway = gateway(&account.address, &catalog.address, &order.address, extra);
+    wait_until_ready(&gateway.address);
     Cluster {
         gateway,
         order,
@@ -149,6 +150,16 @@ pub async fn real_stores() -> Option<RealStores> {
         _order: order,
         _index: index,
     })
+}
+
+/// Waits until the gateway at `address` says every service is ready: the
+/// services start their stores in the background.
+pub fn wait_until_ready(address: &str) {
+    super::wait_for(
+        "the gateway's /readyz to answer 200",
+        std::time::Duration::from_secs(60),
+        || (http_get(address, "/readyz").0 == 200).then_some(()),
+    );
 }
 
 /// Sends SIGTERM to `served`.
