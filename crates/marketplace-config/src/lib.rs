@@ -45,6 +45,7 @@ pub mod env {
 
     pub const GATEWAY_CACHE_TTL: &str = "MARKETPLACE_GATEWAY_CACHE_TTL";
     pub const GATEWAY_CACHE_CAPACITY: &str = "MARKETPLACE_GATEWAY_CACHE_CAPACITY";
+    pub const GATEWAY_DRAIN_PERIOD: &str = "MARKETPLACE_GATEWAY_DRAIN_PERIOD";
 
     pub const DATA_DIR: &str = "MARKETPLACE_DATA_DIR";
 
@@ -84,6 +85,7 @@ pub mod env {
         GATEWAY_MAX_BODY_BYTES,
         GATEWAY_CACHE_TTL,
         GATEWAY_CACHE_CAPACITY,
+        GATEWAY_DRAIN_PERIOD,
         DATA_DIR,
         ADMIN_LISTEN_ADDR,
         LOG_FORMAT,
@@ -375,6 +377,13 @@ pub struct GatewayConfig {
     /// Most entries (products and pages) the gateway's cache holds.
     #[arg(id = "gateway-cache-capacity", long = "gateway-cache-capacity", env = env::GATEWAY_CACHE_CAPACITY, default_value_t = 10_000)]
     pub cache_capacity: u64,
+    /// On SIGTERM, how long the gateway keeps serving before it stops
+    /// accepting connections: `/readyz` answers 503 so load balancers stop
+    /// sending new requests, and every answer closes its connection so
+    /// clients reconnect elsewhere instead of reusing one that is about to
+    /// close. Requests in flight then finish (up to 10 s more).
+    #[arg(id = "gateway-drain-period", long = "gateway-drain-period", env = env::GATEWAY_DRAIN_PERIOD, default_value = "1s", value_parser = parse_duration)]
+    pub drain_period: Duration,
 }
 
 impl GatewayConfig {

@@ -37,6 +37,14 @@ pub struct State {
     pub metrics: Metrics,
     pub limits: HttpLimits,
     pub query_limits: Limits,
+    /// Set on SIGTERM: not ready, and every answer closes its connection.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl State {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 impl State {
@@ -111,8 +119,14 @@ async fn healthz() -> HttpResponse {
         .body("ok\n")
 }
 
-/// Ready when every service behind the gateway answers its health check.
+/// Ready when every service behind the gateway answers its health check,
+/// and not shutting down.
 async fn readyz(state: web::Data<State>) -> HttpResponse {
+    if state.is_draining() {
+        return HttpResponse::ServiceUnavailable()
+            .content_type(ContentType::plaintext())
+            .body("shutting down\n");
+    }
     let down = state.downstream.not_serving().await;
     if down.is_empty() {
         HttpResponse::Ok()

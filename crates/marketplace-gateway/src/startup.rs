@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_cors::Cors;
+use actix_web::dev::Service as _;
+use actix_web::http::ConnectionType;
 use actix_web::middleware::Condition;
 use actix_web::{App, HttpServer, http::header};
 use anyhow::Context;
@@ -25,6 +27,7 @@ pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     state: Arc<State>,
+    drain_period: Duration,
     cors_origins: Vec<String>,
 }
 
@@ -81,7 +84,9 @@ impl Application {
                     ..HttpLimits::default()
                 },
                 query_limits,
+                draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             }),
+            drain_period: config.drain_period,
             cors_origins: config.allowed_origins().map(str::to_owned).collect(),
         })
     }
@@ -98,10 +103,26 @@ impl Application {
     ) -> anyhow::Result<()> {
         let state = self.state;
         let origins = self.cors_origins;
+        let app_state = Arc::clone(&state);
         let server = HttpServer::new(move || {
+            let draining = Arc::clone(&app_state);
             App::new()
+                .wrap_fn(move |request, service| {
+                    let answer = service.call(request);
+                    let draining = Arc::clone(&draining);
+                    async move {
+                        let mut response = answer.await?;
+                        if draining.is_draining() {
+                            response
+                                .response_mut()
+                                .head_mut()
+                                .set_connection_type(ConnectionType::Close);
+                        }
+                        Ok(response)
+                    }
+                })
                 .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
-                .configure(http::configure(Arc::clone(&state)))
+                .configure(http::configure(Arc::clone(&app_state)))
         })
         .disable_signals()
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
@@ -109,8 +130,17 @@ impl Application {
         .context("serving the gateway")?
         .run();
         let handle = server.handle();
+        let drain_period = self.drain_period;
         tokio::spawn(async move {
             shutdown.await;
+            // Keep serving a little, answering "not ready" and closing each
+            // connection after its answer, so that no client sends a
+            // request on a kept-alive connection the server is closing.
+            state
+                .draining
+                .store(true, std::sync::atomic::Ordering::Release);
+            tracing::info!(?drain_period, "shutting down: draining");
+            tokio::time::sleep(drain_period).await;
             handle.stop(true).await;
         });
         tracing::info!(
