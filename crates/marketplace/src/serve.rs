@@ -42,38 +42,26 @@ pub(crate) async fn run(
         }
         Target::Account => {
             let app = marketplace_account::Application::build(config.account, &shared).await?;
-            let readiness = app.readiness();
-            with_admin(
-                config.admin_listen_addr,
-                &shared,
-                readiness,
-                shutdown,
-                |stop| app.run_until_stopped(stop),
-            )
+            let admin = config.admin_listen_addr;
+            with_admin(admin, &shared, app.readiness(), shutdown, |stop| {
+                app.run_until_stopped(stop)
+            })
             .await
         }
         Target::Catalog => {
             let app = marketplace_catalog::Application::build(config.catalog, &shared).await?;
-            let readiness = app.readiness();
-            with_admin(
-                config.admin_listen_addr,
-                &shared,
-                readiness,
-                shutdown,
-                |stop| app.run_until_stopped(stop),
-            )
+            let admin = config.admin_listen_addr;
+            with_admin(admin, &shared, app.readiness(), shutdown, |stop| {
+                app.run_until_stopped(stop)
+            })
             .await
         }
         Target::Order => {
             let app = marketplace_order::Application::build(config.order, &shared).await?;
-            let readiness = app.readiness();
-            with_admin(
-                config.admin_listen_addr,
-                &shared,
-                readiness,
-                shutdown,
-                |stop| app.run_until_stopped(stop),
-            )
+            let admin = config.admin_listen_addr;
+            with_admin(admin, &shared, app.readiness(), shutdown, |stop| {
+                app.run_until_stopped(stop)
+            })
             .await
         }
     }
