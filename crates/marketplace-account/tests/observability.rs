@@ -66,8 +66,18 @@ async fn each_call_is_timed_and_counted_by_operation(url: SecretUrl, store_label
         );
         assert_eq!(sample(&text, &series), Some(count), "{series} in {text}");
     }
+    // Nothing failed: every error series is there, at 0.
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("marketplace_store_errors_total{"))
+        .collect();
+    assert_eq!(
+        errors.len(),
+        8,
+        "two kinds for each of four operations: {text}"
+    );
     assert!(
-        !text.contains("marketplace_store_errors_total{"),
+        errors.iter().all(|line| line.ends_with(" 0")),
         "nothing failed: {text}"
     );
     assert_eq!(

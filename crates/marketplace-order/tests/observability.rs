@@ -76,7 +76,16 @@ async fn each_call_is_timed_and_counted_and_the_pool_reported(
         );
         assert_eq!(sample(&text, &series), Some(1.0), "{series} in {text}");
     }
-    assert!(!text.contains("marketplace_store_errors_total{"), "{text}");
+    // Nothing failed: every error series is there, at 0.
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("marketplace_store_errors_total{"))
+        .collect();
+    assert_eq!(errors.len(), 6, "two kinds for each operation: {text}");
+    assert!(
+        errors.iter().all(|line| line.ends_with(" 0")),
+        "nothing failed: {text}"
+    );
     assert_eq!(
         sample(
             &text,
