@@ -41,47 +41,25 @@ pub async fn webdriver() -> Option<WebDriver> {
     let chromium = PathBuf::from(Backend::Chromium.locate()?);
     let chromedriver = Backend::Chromedriver.locate()?;
     let dir = std::env::temp_dir().join(crate::unique_name("marketplace-chromium-"));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-    // Port 0: chromedriver binds a free port itself and prints which.
-    let mut child = Command::new(&chromedriver)
-        .arg("--port=0")
-        // Chromium keeps crash reports and caches under these, in the home
-        // directory otherwise; the browser inherits chromedriver's
-        // environment.
-        .env("XDG_CONFIG_HOME", dir.join("config"))
-        .env("XDG_CACHE_HOME", dir.join("cache"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {chromedriver}: {e}"));
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut driver = WebDriver {
-        child,
-        address: None,
-        chromium,
-        dir,
-    };
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        // Reads to the end, so that chromedriver never blocks on a full pipe.
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(port) = reported_port(&line) {
-                let _ = sender.send(port);
+    // Port 0: chromedriver binds a free IPv4 port itself and prints which.
+    // It then binds the same port on IPv6 and exits when something else
+    // holds that one, so a start that ends before printing is retried.
+    let mut attempt = 0;
+    let (mut driver, port) = loop {
+        attempt += 1;
+        // A failed attempt's driver removed the directory when dropped.
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        let (driver, port) = start_chromedriver(&chromedriver, &chromium, &dir).await;
+        match port {
+            Some(port) => break (driver, port),
+            None if attempt < START_ATTEMPTS => {
+                eprintln!("testkit: {chromedriver} exited before serving; starting it again");
             }
+            None => panic!(
+                "{chromedriver} exited without saying which port it serves on, {START_ATTEMPTS} times"
+            ),
         }
-    });
-    let port = crate::eventually("chromedriver to print its port", START_TIMEOUT, || {
-        let port = match receiver.try_recv() {
-            Ok(port) => Some(port),
-            Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Disconnected) => {
-                panic!("{chromedriver} exited without saying which port it serves on")
-            }
-        };
-        async move { port }
-    })
-    .await;
+    };
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     driver.address = Some(address);
     crate::eventually(
@@ -97,6 +75,56 @@ pub async fn webdriver() -> Option<WebDriver> {
     )
     .await;
     Some(driver)
+}
+
+/// How many times chromedriver is started before the fixture gives up.
+const START_ATTEMPTS: u32 = 5;
+
+/// Starts one chromedriver; with the port it printed, or `None` when it
+/// exited before printing one.
+async fn start_chromedriver(
+    chromedriver: &str,
+    chromium: &Path,
+    dir: &Path,
+) -> (WebDriver, Option<u16>) {
+    let mut child = Command::new(chromedriver)
+        .arg("--port=0")
+        // Chromium keeps crash reports and caches under these, in the home
+        // directory otherwise; the browser inherits chromedriver's
+        // environment.
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {chromedriver}: {e}"));
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let driver = WebDriver {
+        child,
+        address: None,
+        chromium: chromium.to_owned(),
+        dir: dir.to_owned(),
+    };
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Reads to the end, so that chromedriver never blocks on a full pipe.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(port) = reported_port(&line) {
+                let _ = sender.send(port);
+            }
+        }
+    });
+    let port = crate::eventually("chromedriver to print its port", START_TIMEOUT, || {
+        let port = match receiver.try_recv() {
+            Ok(port) => Some(Some(port)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(None),
+        };
+        async move { port }
+    })
+    .await;
+    (driver, port)
 }
 
 impl WebDriver {
