@@ -35,6 +35,37 @@ pub use self::guarded::{Cut, Guarded};
 /// Any error, as the cause of another.
 pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
 
+/// The SQL database a store runs on, for the stores that run on
+/// PostgreSQL or an embedded SQLite file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlKind {
+    Postgres,
+    Sqlite,
+}
+
+impl SqlKind {
+    /// The `store` label of the metrics ([`ManagedStore::store_label`]).
+    pub fn store_label(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Sqlite => "sqlite",
+        }
+    }
+
+    /// The OpenTelemetry `db.system` ([`ManagedStore::db_system`]).
+    pub fn db_system(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgresql",
+            Self::Sqlite => "sqlite",
+        }
+    }
+
+    /// A local file rather than a server ([`ManagedStore::is_embedded`]).
+    pub fn is_embedded(self) -> bool {
+        self == Self::Sqlite
+    }
+}
+
 /// A store a service keeps: its storage enum, which picks a backend by the
 /// URL's scheme.
 pub trait ManagedStore: Clone + std::fmt::Debug + Send + Sync + 'static {

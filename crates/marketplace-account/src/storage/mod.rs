@@ -18,7 +18,7 @@ use std::time::Duration;
 use marketplace_config::SecretUrl;
 use marketplace_config::env::{ACCOUNT_DATABASE_POOL_SIZE, ACCOUNT_DATABASE_URL};
 use marketplace_domain::{Id, Page, Text, TextRule};
-use marketplace_store::{Cut, ManagedStore, StoreError};
+use marketplace_store::{Cut, ManagedStore, SqlKind, StoreError};
 use marketplace_telemetry::Metrics;
 use marketplace_telemetry::metrics::StoreErrorKind;
 
@@ -235,6 +235,15 @@ impl Accounts {
     }
 }
 
+impl Accounts {
+    fn kind(&self) -> SqlKind {
+        match self {
+            Self::Postgres(_) => SqlKind::Postgres,
+            Self::Sqlite(_) => SqlKind::Sqlite,
+        }
+    }
+}
+
 impl ManagedStore for Accounts {
     type Error = StorageError;
     type StartError = StorageError;
@@ -258,25 +267,16 @@ impl ManagedStore for Accounts {
         }
     }
 
-    /// Whether the database is a local file rather than a server.
     fn is_embedded(&self) -> bool {
-        matches!(self, Self::Sqlite(_))
+        self.kind().is_embedded()
     }
 
-    /// The `store` label of the metrics.
     fn store_label(&self) -> &'static str {
-        match self {
-            Self::Postgres(_) => "postgres",
-            Self::Sqlite(_) => "sqlite",
-        }
+        self.kind().store_label()
     }
 
-    /// The OpenTelemetry `db.system`.
     fn db_system(&self) -> &'static str {
-        match self {
-            Self::Postgres(_) => "postgresql",
-            Self::Sqlite(_) => "sqlite",
-        }
+        self.kind().db_system()
     }
 
     /// Reports the pool in `metrics` as the account service's.

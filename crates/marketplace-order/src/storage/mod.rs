@@ -20,7 +20,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use marketplace_config::SecretUrl;
 use marketplace_domain::{Id, Money};
-use marketplace_store::{Cut, ManagedStore, StoreError};
+use marketplace_store::{Cut, ManagedStore, SqlKind, StoreError};
 use marketplace_telemetry::Metrics;
 use marketplace_telemetry::metrics::StoreErrorKind;
 use tokio::sync::broadcast;
@@ -230,6 +230,15 @@ impl Orders {
     }
 }
 
+impl Orders {
+    fn kind(&self) -> SqlKind {
+        match self {
+            Self::Postgres(_) => SqlKind::Postgres,
+            Self::Sqlite(_) => SqlKind::Sqlite,
+        }
+    }
+}
+
 impl ManagedStore for Orders {
     type Error = StorageError;
     type StartError = ConnectError;
@@ -254,25 +263,16 @@ impl ManagedStore for Orders {
         }
     }
 
-    /// Whether the database is a local file rather than a server.
     fn is_embedded(&self) -> bool {
-        matches!(self, Self::Sqlite(_))
+        self.kind().is_embedded()
     }
 
-    /// The `store` label of the metrics.
     fn store_label(&self) -> &'static str {
-        match self {
-            Self::Postgres(_) => "postgres",
-            Self::Sqlite(_) => "sqlite",
-        }
+        self.kind().store_label()
     }
 
-    /// The OpenTelemetry `db.system`.
     fn db_system(&self) -> &'static str {
-        match self {
-            Self::Postgres(_) => "postgresql",
-            Self::Sqlite(_) => "sqlite",
-        }
+        self.kind().db_system()
     }
 
     /// Reports the pools in `metrics` as the order service's.
