@@ -375,6 +375,22 @@ mod tests {
         })
     }
 
+    /// A guard without retries whose breaker three failures opened, its
+    /// open duration (2 s) since passed: the next call is the probe.
+    async fn open_for_its_duration() -> Downstream {
+        let (guard, _) = guard(Policy {
+            max_attempts: 1,
+            ..policy()
+        });
+        for _ in 0..3 {
+            let (_, call) = flaky(u32::MAX);
+            let _ = guard.call(Idempotent::Yes, call, judge).await;
+        }
+        assert_eq!(guard.state(), BreakerState::Open);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        guard
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_idempotent_call_is_retried_after_a_failure_of_the_dependency() {
         let (guard, metrics) = guard(policy());
@@ -459,15 +475,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn after_the_open_duration_a_successful_probe_closes_the_breaker() {
-        let (guard, _) = guard(Policy {
-            max_attempts: 1,
-            ..policy()
-        });
-        for _ in 0..3 {
-            let (_, call) = flaky(u32::MAX);
-            let _ = guard.call(Idempotent::Yes, call, judge).await;
-        }
-        tokio::time::advance(Duration::from_secs(2)).await;
+        let guard = open_for_its_duration().await;
 
         let (_, call) = flaky(0);
         assert_eq!(guard.call(Idempotent::Yes, call, judge).await, Ok(1));
@@ -477,15 +485,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_probe_opens_the_breaker_again() {
-        let (guard, _) = guard(Policy {
-            max_attempts: 1,
-            ..policy()
-        });
-        for _ in 0..3 {
-            let (_, call) = flaky(u32::MAX);
-            let _ = guard.call(Idempotent::Yes, call, judge).await;
-        }
-        tokio::time::advance(Duration::from_secs(2)).await;
+        let guard = open_for_its_duration().await;
         let (_, call) = flaky(u32::MAX);
         let _ = guard.call(Idempotent::Yes, call, judge).await;
 
@@ -500,15 +500,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_probe_whose_caller_gave_up_counts_as_a_failure() {
-        let (guard, _) = guard(Policy {
-            max_attempts: 1,
-            ..policy()
-        });
-        for _ in 0..3 {
-            let (_, call) = flaky(u32::MAX);
-            let _ = guard.call(Idempotent::Yes, call, judge).await;
-        }
-        tokio::time::advance(Duration::from_secs(2)).await;
+        let guard = open_for_its_duration().await;
 
         let abandoned = guard.call(
             Idempotent::Yes,
