@@ -65,6 +65,13 @@ pub const DEFAULT_MEMORY_REQUEST: &str = "64Mi";
 /// How long (in probe periods) a starting pod may take before the kubelet
 /// restarts it: migrations and index creation at start-up wait for a store
 /// that may itself still be starting, so five minutes.
+/// How long a stopping gateway pod keeps answering, closing each connection
+/// after its answer, before it stops accepting: a terminating pod leaves
+/// the Service's endpoints at once, but kube-proxy and load balancers take
+/// a few seconds to stop sending it new connections. Well within the
+/// default 30 s grace period.
+pub const GATEWAY_DRAIN_PERIOD: &str = "5s";
+
 const STARTUP_PERIOD_SECONDS: i32 = 5;
 const STARTUP_FAILURE_THRESHOLD: i32 = 60;
 
@@ -355,6 +362,7 @@ fn env_vars(marketplace: &Marketplace, component: Component, port: u16) -> Vec<E
                     env::GATEWAY_ORDER_URL,
                     grpc_url(marketplace, Component::Order).unwrap_or_default(),
                 ),
+                value(env::GATEWAY_DRAIN_PERIOD, GATEWAY_DRAIN_PERIOD.to_owned()),
             ];
             if !spec.gateway.cors_origins.is_empty() {
                 vars.push(value(
@@ -1146,6 +1154,16 @@ mod tests {
         assert_eq!(
             literal(container, env::GATEWAY_ORDER_URL),
             "http://shop-order.team-a.svc:8083"
+        );
+    }
+
+    #[test]
+    fn the_gateway_drains_for_longer_than_endpoints_take_to_update() {
+        let deployment = deployment(&default_marketplace(), Component::Gateway).unwrap();
+
+        assert_eq!(
+            literal(container(&deployment), env::GATEWAY_DRAIN_PERIOD),
+            "5s"
         );
     }
 
