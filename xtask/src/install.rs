@@ -25,6 +25,12 @@ pub(crate) const KUBERNETES_VERSION: &str = "v1.35.4";
 const ETCD_VERSION: &str = "v3.6.16";
 const KWOK_VERSION: &str = "v0.8.0";
 const HELM_VERSION: &str = "v3.22.0";
+/// Prometheus 3.16.0: the Go module's versions are `v0.<3 digits of the
+/// minor>.<patch>` for release 3.<minor>.<patch>.
+const PROMETHEUS_MODULE_VERSION: &str = "v0.316.0";
+const PROMETHEUS_VERSION: &str = "3.16.0";
+/// The newest tilt release the Go module proxy serves (it refuses later ones).
+const TILT_VERSION: &str = "v0.34.0";
 /// One OpenTelemetry Collector release: its core modules that are still
 /// v0 (otelcol, the OTLP receiver, service) and the contrib modules share
 /// this version ...
@@ -82,6 +88,10 @@ pub(crate) struct Tools {
     /// kwok (the controller) and kwokctl.
     pub(crate) kwok: PathBuf,
     pub(crate) helm: PathBuf,
+    /// promtool, which checks the chart's Prometheus alert rules.
+    pub(crate) promtool: PathBuf,
+    /// tilt, whose `tilt alpha tiltfile-result` evaluates the Tiltfile.
+    pub(crate) tilt: PathBuf,
     /// An OpenTelemetry Collector (`otelcol`) with the OTLP receiver and the
     /// file exporter, which tests start to receive the traces services export.
     pub(crate) otelcol: PathBuf,
@@ -102,8 +112,15 @@ impl Tools {
     /// `kwokctl` are the versions built here.
     pub(crate) fn search_path(&self) -> Result<std::ffi::OsString> {
         let inherited = std::env::var_os("PATH").unwrap_or_default();
-        let built =
-            [&self.kubernetes, &self.kwok, &self.helm, &self.etcd].map(|dir| dir.to_path_buf());
+        let built = [
+            &self.kubernetes,
+            &self.kwok,
+            &self.helm,
+            &self.etcd,
+            &self.promtool,
+            &self.tilt,
+        ]
+        .map(|dir| dir.to_path_buf());
         Ok(std::env::join_paths(
             built.into_iter().chain(std::env::split_paths(&inherited)),
         )?)
@@ -126,12 +143,16 @@ pub(crate) fn ensure_all(cache: &Cache) -> Result<Tools> {
     let etcd = go_build(cache, &go, &etcd_build())?;
     let kwok = go_build(cache, &go, &kwok_build())?;
     let helm = go_build(cache, &go, &helm_build())?;
+    let promtool = go_build(cache, &go, &promtool_build())?;
+    let tilt = go_build(cache, &go, &tilt_build())?;
     let otelcol = go_build(cache, &go, &otelcol_build())?;
     Ok(Tools {
         kubernetes,
         etcd,
         kwok,
         helm,
+        promtool,
+        tilt,
         otelcol,
         elasticsearch,
         postgres,
@@ -161,6 +182,9 @@ struct GoBuild {
     /// import cannot be fetched; `go build` still fails on anything the
     /// binary itself needs.
     tidy_tolerates_errors: bool,
+    /// Build with cgo (and so the host's C compiler, which Rust's linking
+    /// needs anyway), for a binary whose dependencies have no pure-Go build.
+    cgo: bool,
 }
 
 impl GoBuild {
@@ -199,6 +223,9 @@ impl GoBuild {
             let _ = write!(text, "// {path}\n{source}");
         }
         let _ = writeln!(text, "ldflags: {}", self.ldflags);
+        if self.cgo {
+            text.push_str("cgo\n");
+        }
         text
     }
 }
@@ -230,6 +257,7 @@ fn kubernetes_build() -> GoBuild {
         .collect(),
         sources: vec![],
         tidy_tolerates_errors: false,
+        cgo: false,
         // kwokctl and clients read the version from these; an unstamped build
         // reports v0.0.0 and is misread.
         ldflags: format!(
@@ -254,6 +282,7 @@ fn etcd_build() -> GoBuild {
         sources: vec![],
         ldflags: "-s -w".into(),
         tidy_tolerates_errors: false,
+        cgo: false,
     }
 }
 
@@ -270,6 +299,7 @@ fn kwok_build() -> GoBuild {
         sources: vec![],
         ldflags: format!("-s -w -X sigs.k8s.io/kwok/pkg/consts.Version={KWOK_VERSION}"),
         tidy_tolerates_errors: false,
+        cgo: false,
     }
 }
 
@@ -283,6 +313,104 @@ fn helm_build() -> GoBuild {
         sources: vec![],
         ldflags: format!("-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"),
         tidy_tolerates_errors: false,
+        cgo: false,
+    }
+}
+
+fn promtool_build() -> GoBuild {
+    GoBuild {
+        name: "promtool",
+        version: PROMETHEUS_MODULE_VERSION,
+        require: vec![(
+            "github.com/prometheus/prometheus".into(),
+            PROMETHEUS_MODULE_VERSION.into(),
+        )],
+        replace: vec![],
+        packages: vec![(
+            "github.com/prometheus/prometheus/cmd/promtool".into(),
+            "promtool".into(),
+        )],
+        sources: vec![],
+        ldflags: format!(
+            "-s -w -X github.com/prometheus/common/version.Version={PROMETHEUS_VERSION}"
+        ),
+        tidy_tolerates_errors: true,
+        cgo: false,
+    }
+}
+
+fn tilt_build() -> GoBuild {
+    /// The `replace` lines of tilt's go.mod at [`TILT_VERSION`].
+    const TILT_REPLACE: &[(&str, &str)] = &[
+        (
+            "github.com/emicklei/go-restful/v3",
+            "github.com/emicklei/go-restful/v3 v3.9.0",
+        ),
+        (
+            "github.com/pkg/browser",
+            "github.com/tilt-dev/browser v0.0.1",
+        ),
+        (
+            "k8s.io/apimachinery",
+            "github.com/tilt-dev/apimachinery v0.32.0-tilt-20250103",
+        ),
+    ];
+
+    /// Checksums of the github.com/tilt-dev modules tilt needs, seeded into the
+    /// wrapper's go.sum: the checksum database the Go proxy relays has no entry
+    /// for several of them (tilt itself, go-get, starlark-lsp: lookups answer
+    /// 404), and the go command refuses a module it cannot verify. All but
+    /// tilt's own lines are copied from tilt's go.sum at [`TILT_VERSION`];
+    /// tilt's are those of the archive the Go proxy serves.
+    const TILT_GO_SUM: &str = "\
+github.com/tilt-dev/apimachinery v0.32.0-tilt-20250103 h1:Yb8KVd/19O2k/WoBCyVq3QhAiqAVVtEB8fyU4gonYoo=
+github.com/tilt-dev/apimachinery v0.32.0-tilt-20250103/go.mod h1:GpHVgxoKlTxClKcteaeuF1Ul/lDVb74KpZcxcmLDElE=
+github.com/tilt-dev/browser v0.0.1 h1:e+mFToX6A7pkMlGFrXW5VLvS7qS0HVbcXqmR0uPrWUA=
+github.com/tilt-dev/browser v0.0.1/go.mod h1:2DaMt8P8xEqDFzxaAbraOig5iUmQdd1wtO1Tb6tODHA=
+github.com/tilt-dev/clusterid v0.1.6 h1:nkU78/AifCAemucL2lWeZRzZLprif9hjIc6keGfwUyo=
+github.com/tilt-dev/clusterid v0.1.6/go.mod h1:0Ymq2EAiHlLt61243A6xqS9VRcmGqUAATZM+tryv4WI=
+github.com/tilt-dev/dockerignore v0.1.1 h1:/MPYqcD8qMCMyh3yiHuQdzbMQi9NL4vVopo6/9D/XvE=
+github.com/tilt-dev/dockerignore v0.1.1/go.mod h1:2ooUDj8B9FNWYvHadA4EKG0JDaeAOjiq5P+mvEzS2eY=
+github.com/tilt-dev/fsnotify v1.4.8-0.20220602155310-fff9c274a375 h1:QB54BJwA6x8QU9nHY3xJSZR2kX9bgpZekRKGkLTmEXA=
+github.com/tilt-dev/fsnotify v1.4.8-0.20220602155310-fff9c274a375/go.mod h1:xRroudyp5iVtxKqZCrA6n2TLFRBf8bmnjr1UD4x+z7g=
+github.com/tilt-dev/go-get v0.2.3 h1:en+uZDENUWg31fxdoXb5O/5MC+b6SK7DplCm5cUSs4o=
+github.com/tilt-dev/go-get v0.2.3/go.mod h1:sqJ1OH6ggqbd2+J5TFsDGP/CXeRAXBxR52m5FtL0+xo=
+github.com/tilt-dev/localregistry-go v0.0.0-20201021185044-ffc4c827f097 h1:CiCHb20O+poFO331eFOiXRscunvAhKBfDmDoY2mf45A=
+github.com/tilt-dev/localregistry-go v0.0.0-20201021185044-ffc4c827f097/go.mod h1:SX7bKYACP+RsddxA+NBkfVzr5DOr5ranTirgT7xlxjA=
+github.com/tilt-dev/probe v0.3.1 h1:PQhXSBkgcGBUU/eKt4vgAUKsAWWjBr2F53xNAc0E7zs=
+github.com/tilt-dev/probe v0.3.1/go.mod h1:F53NFbqblwu5oyIk2t+BPkswiboxuF8e5D3wbPnY4JA=
+github.com/tilt-dev/starlark-lsp v0.0.0-20230210155543-84c13fe0ff94 h1:IV0e4/w6PswnHdVmAZ6Ipo8ZdgaPn1nWTNR7Sd2LETo=
+github.com/tilt-dev/starlark-lsp v0.0.0-20230210155543-84c13fe0ff94/go.mod h1:bnkWmNDRqs9DgHgrImOSt6dFAcVcN14pqhR3iZsWWaE=
+github.com/tilt-dev/tilt v0.34.0 h1:oJAAkIiV34TEdlNqjDWkKG29hsAln7Ao28F+RTEZN24=
+github.com/tilt-dev/tilt v0.34.0/go.mod h1:dpD6l7dIe2p7iwLp2NSDNWpHnzhbVjOJYnyEDt4fPvc=
+github.com/tilt-dev/tilt-apiserver v0.14.0 h1:hLi+4ZjM052uGH/A+OfXsEz23uo22XPsAFoxzAfPOj8=
+github.com/tilt-dev/tilt-apiserver v0.14.0/go.mod h1:2sa/Do437sI/7mdYgLEsTBS6VNYL9QJviocLSTmoslY=
+github.com/tilt-dev/wmclient v0.0.0-20201109174454-1839d0355fbc h1:wGkAoZhrvnmq93B4W2v+agiPl7xzqUaxXkxmKrwJ6bc=
+github.com/tilt-dev/wmclient v0.0.0-20201109174454-1839d0355fbc/go.mod h1:n01fG3LbImzxBP3GGCTHkgXuPeJusWg6xv0QYGm9HtE=
+";
+
+    GoBuild {
+        name: "tilt",
+        version: TILT_VERSION,
+        require: vec![("github.com/tilt-dev/tilt".into(), TILT_VERSION.into())],
+        // A wrapper module does not inherit the `replace` lines of tilt's own
+        // go.mod, and tilt is built and tested with them.
+        replace: TILT_REPLACE
+            .iter()
+            .map(|(module, target)| ((*module).to_owned(), (*target).to_owned()))
+            .collect(),
+        packages: vec![("github.com/tilt-dev/tilt/cmd/tilt".into(), "tilt".into())],
+        sources: vec![("go.sum".into(), TILT_GO_SUM.into())],
+        // goreleaser stamps `main.version` without the leading `v`, and
+        // `tilt version` prints it.
+        ldflags: format!(
+            "-s -w -X main.version={}",
+            TILT_VERSION.trim_start_matches('v')
+        ),
+        tidy_tolerates_errors: true,
+        // `tilt lsp` parses with tree-sitter, a C library, and tilt's CLI
+        // links it in whatever the subcommand.
+        cgo: true,
     }
 }
 
@@ -344,6 +472,7 @@ fn otelcol_build() -> GoBuild {
         // module archive the Go proxy does not serve; tidy looks at the
         // dependencies' tests, the build does not.
         tidy_tolerates_errors: true,
+        cgo: false,
     }
 }
 
@@ -503,7 +632,7 @@ fn go_build(cache: &Cache, go: &Path, build: &GoBuild) -> Result<PathBuf> {
         command
             .args(args)
             .current_dir(&work)
-            .env("CGO_ENABLED", "0")
+            .env("CGO_ENABLED", if build.cgo { "1" } else { "0" })
             // Never fetch a different Go toolchain: the machines reach the
             // module proxy, not the toolchain downloads.
             .env("GOTOOLCHAIN", "local")
@@ -744,7 +873,7 @@ fn ensure_browser(cache: &Cache) -> Result<Browser> {
     Ok(browser)
 }
 
-fn apt_install(cache: &Cache, packages: &[&str]) -> Result<()> {
+pub(crate) fn apt_install(cache: &Cache, packages: &[&str]) -> Result<()> {
     static UPDATED: std::sync::Once = std::sync::Once::new();
     if !testuser::running_as_root()? {
         bail!(
