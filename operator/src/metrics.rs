@@ -4,6 +4,11 @@
 //! API writes are counted below the reconciler, in a layer of the
 //! Kubernetes client's HTTP stack ([`Metrics::count_writes`]): every
 //! request that is not a read is a write, whichever code path made it.
+//!
+//! kube-runtime's controller does not expose its queue of scheduled
+//! reconciles, so the work the operator has in hand is shown by the
+//! reconciles running now ([`Metrics::reconcile_started`]) next to the rate
+//! at which they finish.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,6 +33,7 @@ pub struct Metrics {
     reconciliations: IntCounterVec,
     errors: IntCounterVec,
     duration: Histogram,
+    in_flight: IntGauge,
     api_writes: IntCounterVec,
     leader: IntGauge,
     /// Seconds since the epoch of the last turn of the main loop; `/healthz`
@@ -59,6 +65,10 @@ impl Metrics {
             "marketplace_operator_reconcile_duration_seconds",
             "How long one reconcile of a Marketplace took.",
         ))?;
+        let in_flight = IntGauge::new(
+            "marketplace_operator_reconciles_in_flight",
+            "Reconciles of a Marketplace running now.",
+        )?;
         let api_writes = IntCounterVec::new(
             Opts::new(
                 "marketplace_operator_api_writes_total",
@@ -73,6 +83,7 @@ impl Metrics {
         registry.register(Box::new(reconciliations.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(api_writes.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         // Both results exist from the start so that a scrape can tell "none
@@ -85,12 +96,20 @@ impl Metrics {
             reconciliations,
             errors,
             duration,
+            in_flight,
             api_writes,
             leader,
             heartbeat: Arc::default(),
         };
         metrics.beat();
         Ok(metrics)
+    }
+
+    /// Counts a reconcile as running until the returned guard is dropped,
+    /// which also happens when the reconcile panics or is cancelled.
+    pub fn reconcile_started(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
     }
 
     /// Records one reconcile: its duration and its result.
@@ -160,6 +179,18 @@ impl Metrics {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
+    }
+}
+
+/// A reconcile counted in `marketplace_operator_reconciles_in_flight`
+/// while this lives.
+#[derive(Debug)]
+#[must_use = "the reconcile counts as running only while the guard lives"]
+pub struct InFlight(IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -297,6 +328,35 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("marketplace_operator_leader 1"), "{text}");
+    }
+
+    #[test]
+    fn a_reconcile_counts_as_in_flight_until_its_guard_drops_even_by_a_panic() {
+        let metrics = Metrics::new().unwrap();
+        let in_flight = || {
+            metrics
+                .render()
+                .unwrap()
+                .lines()
+                .find_map(|line| {
+                    line.strip_prefix("marketplace_operator_reconciles_in_flight ")
+                        .map(str::to_owned)
+                })
+                .unwrap()
+        };
+
+        assert_eq!(in_flight(), "0");
+        let first = metrics.reconcile_started();
+        let second = metrics.reconcile_started();
+        assert_eq!(in_flight(), "2");
+        drop(first);
+        assert_eq!(in_flight(), "1");
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _guard = second;
+            panic!("the reconcile panics");
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(in_flight(), "0");
     }
 
     #[test]

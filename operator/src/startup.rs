@@ -210,6 +210,7 @@ async fn run_controller(
             move |marketplace, context| {
                 let metrics = metrics.clone();
                 async move {
+                    let _in_flight = metrics.reconcile_started();
                     let started = Instant::now();
                     let result = reconcile::reconcile(marketplace, context).await;
                     metrics.reconciled(started.elapsed(), result.as_ref().err());

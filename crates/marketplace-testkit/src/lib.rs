@@ -29,6 +29,7 @@ pub mod kubernetes;
 pub mod otel;
 pub mod postgres;
 mod process;
+pub mod promql;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
