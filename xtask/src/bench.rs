@@ -310,7 +310,7 @@ pub(crate) fn build_release(packages: &[&str]) -> Result<PathBuf> {
     Ok(target_dir()?.join("release"))
 }
 
-fn target_dir() -> Result<PathBuf> {
+pub(crate) fn target_dir() -> Result<PathBuf> {
     let mut command = crate::cargo(&["metadata", "--no-deps", "--format-version", "1"]);
     let text = process::output(&mut command)?;
     let metadata: serde_json::Value = serde_json::from_str(&text)?;

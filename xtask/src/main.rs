@@ -11,6 +11,7 @@ mod bench_gateway;
 mod bench_operator;
 mod cache;
 mod codegen;
+mod e2e;
 mod install;
 mod process;
 mod progress;
@@ -54,6 +55,13 @@ enum Command {
     Bench {
         #[command(subcommand)]
         bench: Bench,
+    },
+    /// The chart's user journey end to end: `kind` (Docker and kind, a
+    /// user's machine), `kwok` (no containers; CI), or the GraphQL
+    /// `walkthrough` alone against a running gateway.
+    E2e {
+        #[command(subcommand)]
+        e2e: e2e::E2e,
     },
     /// Regenerate the committed artefacts made from Rust types (the
     /// Marketplace CRD under `deploy/crds/`).
@@ -99,6 +107,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Test { cargo_args } => test(&cargo_args),
         Command::Install => install().map(|_| ExitCode::SUCCESS),
+        Command::E2e { e2e } => e2e::run(&e2e).map(|()| ExitCode::SUCCESS),
         Command::Codegen => codegen::run().map(|()| ExitCode::SUCCESS),
         Command::Backends => backends_until_interrupted().map(|()| ExitCode::SUCCESS),
         Command::Bench {

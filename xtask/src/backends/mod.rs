@@ -156,6 +156,41 @@ impl Backends {
         Ok(backends)
     }
 
+    /// Only a kwok cluster, in a run directory of its own, for `cargo xtask
+    /// e2e kwok`: `KUBECONFIG`, `MARKETPLACE_TEST_KUBECONFIG` and `PATH` are
+    /// set in [`Backends::env`].
+    pub(crate) fn kubernetes_only(tools: &Tools) -> Result<Self> {
+        let cache = Cache::locate()?;
+        remove_stale_runs(&cache, tools);
+        let run_dir = std::env::temp_dir().join(format!("{RUN_DIR_PREFIX}{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&run_dir);
+        std::fs::create_dir_all(&run_dir)?;
+        std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o755))?;
+        let mut backends = Self {
+            run_dir: run_dir.clone(),
+            postgres: None,
+            elasticsearch: None,
+            kubernetes: None,
+            env: Vec::new(),
+        };
+        let cluster = KubeCluster::create(&kubernetes::ToolPaths::from(tools), &cache, &run_dir)?;
+        let kubeconfig = cluster.kubeconfig().to_string_lossy().into_owned();
+        println!(
+            "==> kwok cluster ready: kube-apiserver {}",
+            cluster.server()
+        );
+        backends.kubernetes = Some(cluster);
+        backends.env = vec![
+            ("MARKETPLACE_TEST_KUBECONFIG".into(), kubeconfig.clone()),
+            ("KUBECONFIG".into(), kubeconfig),
+            (
+                "PATH".into(),
+                tools.search_path()?.to_string_lossy().into_owned(),
+            ),
+        ];
+        Ok(backends)
+    }
+
     /// The value of one of the variables in [`Backends::env`].
     pub(crate) fn var(&self, name: &str) -> Option<&str> {
         self.env
