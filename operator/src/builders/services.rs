@@ -1140,6 +1140,7 @@ mod tests {
                 env::GATEWAY_ACCOUNT_URL,
                 env::GATEWAY_CATALOG_URL,
                 env::GATEWAY_ORDER_URL,
+                env::GATEWAY_DRAIN_PERIOD,
             ]
         );
         assert_eq!(literal(container, env::GATEWAY_LISTEN_ADDR), "0.0.0.0:8080");
