@@ -447,7 +447,10 @@ pub struct Tracing {
 #[serde(default, rename_all = "camelCase")]
 pub struct Volumes {
     /// When true, the database and search volume claims are deleted with the
-    /// Marketplace; by default they are kept, so the data survives.
+    /// Marketplace, and so are the managed databases' password Secrets; by
+    /// default both are kept, so the data survives and a Marketplace created
+    /// again under the same name logs in to its databases with the same
+    /// passwords.
     pub delete_with_marketplace: bool,
 }
 

@@ -72,7 +72,11 @@
 //! - Database Secrets: the retained database volume was initialised with
 //!   their password, so a Secret deleted when a database goes external or its
 //!   service is disabled would leave a volume nobody can log in to once it
-//!   comes back. Garbage collection removes them with the Marketplace.
+//!   comes back. They have the same lifetime as the volumes: without
+//!   `spec.volumes.deleteWithMarketplace` nothing owns them and they stay
+//!   when the Marketplace is deleted (one created again under the same name
+//!   reads them back); with it the Marketplace owns them and garbage
+//!   collection removes them with it.
 //!
 //! # Conditions
 //!

@@ -122,7 +122,7 @@ fn claim_names(name: &str) -> Vec<String> {
         .collect()
 }
 
-/// The workloads, Services and Secrets of Marketplace `name` still there.
+/// The workloads and Services of Marketplace `name` still there.
 async fn children_left(namespace: &TestNamespace, name: &str) -> Vec<String> {
     let selector = selector(name);
     let params = ListParams::default().labels(&selector);
@@ -151,15 +151,15 @@ async fn children_left(namespace: &TestNamespace, name: &str) -> Vec<String> {
     {
         left.push(format!("Service/{}", object.name_any()));
     }
-    for object in namespace
-        .api::<Secret>()
-        .list_metadata(&params)
-        .await
-        .unwrap()
-    {
-        left.push(format!("Secret/{}", object.name_any()));
-    }
     left
+}
+
+/// The database Secrets of Marketplace `name`, by name.
+async fn database_secrets(namespace: &TestNamespace, name: &str) -> Vec<Secret> {
+    let params = ListParams::default().labels(&selector(name));
+    let mut secrets = namespace.api::<Secret>().list(&params).await.unwrap().items;
+    secrets.sort_by_key(ResourceExt::name_any);
+    secrets
 }
 
 /// Creates Marketplace `shop` with every store managed and waits until its
@@ -194,7 +194,7 @@ async fn create_with_claims(
 }
 
 /// Deletes Marketplace `shop` with kubectl, as a user would, and waits for
-/// its workloads, Services and Secrets to be garbage-collected.
+/// its workloads and Services to be garbage-collected.
 async fn delete_and_collect(namespace: &TestNamespace) {
     let output = namespace
         .kubectl()
@@ -240,6 +240,8 @@ async fn deleting_a_marketplace_collects_its_workloads_and_keeps_its_database_cl
         // whenDeleted=Retain: nothing owns the claims, nothing collects them.
         assert_eq!(owners(&claim), [], "{}", claim.name_any());
     }
+    let secrets = database_secrets(&namespace, "shop").await;
+    assert_eq!(secrets.len(), 2, "the two database Secrets");
 
     delete_and_collect(&namespace).await;
 
@@ -263,6 +265,29 @@ async fn deleting_a_marketplace_collects_its_workloads_and_keeps_its_database_cl
             "claim {claim} is being deleted"
         );
     }
+    // The passwords the kept volumes were initialised with stay too, and a
+    // Marketplace created again under the same name uses them.
+    let kept = database_secrets(&namespace, "shop").await;
+    assert_eq!(
+        uids(&kept),
+        uids(&secrets),
+        "the database Secrets were deleted"
+    );
+    create_with_claims(&namespace, MarketplaceSpec::default()).await;
+    let reused = database_secrets(&namespace, "shop").await;
+    assert_eq!(uids(&reused), uids(&secrets));
+    for (before, after) in secrets.iter().zip(&reused) {
+        assert_eq!(
+            before.data.as_ref().unwrap()["password"],
+            after.data.as_ref().unwrap()["password"],
+            "{}",
+            before.name_any()
+        );
+    }
+}
+
+fn uids(objects: &[Secret]) -> Vec<String> {
+    objects.iter().filter_map(ResourceExt::uid).collect()
 }
 
 #[tokio::test]
@@ -322,8 +347,16 @@ async fn deleting_a_marketplace_that_asks_for_it_deletes_its_claims_even_of_a_da
         .expect("the claim of the database gone external was deleted with its StatefulSet");
     assert!(kept.metadata.deletion_timestamp.is_none());
 
-    // Deleting the Marketplace deletes every claim, that one too.
+    // Deleting the Marketplace deletes every claim, that one too, and the
+    // database Secrets.
     delete_and_collect(&namespace).await;
+    eventually("the database Secrets to be deleted", CONVERGE, || async {
+        database_secrets(&namespace, "shop")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
     eventually("the claims to be deleted", CONVERGE, || async {
         for claim in claim_names("shop") {
             if get(&claims, &claim).await.is_some() {

@@ -496,8 +496,8 @@ fn the_gateway_the_operator_creates_is_forwarded_to_localhost_8080() {
 fn tilt_down_deletes_the_stores_volumes_with_the_marketplace() {
     let Some(tilt) = evaluate(&[]) else { return };
 
-    // Otherwise the next `tilt up` would find databases initialised with the
-    // passwords of Secrets that went with the Marketplace.
+    // A development loop starts clean: `tilt down` leaves no volumes or
+    // database passwords behind for the next `tilt up`.
     let marketplace: Marketplace =
         serde_yaml::from_value(tilt.object("shop", "Marketplace")).unwrap();
     assert!(marketplace.spec.volumes.delete_with_marketplace);

@@ -165,6 +165,12 @@ fn percent_encode_userinfo(value: &str) -> String {
 /// The values are in `data` (base64) rather than `stringData`: the API
 /// server folds `stringData` into `data` and never returns it, so applying
 /// `stringData` would differ from what is read back on every reconcile.
+///
+/// The Secret lives as long as the volume its password initialised: owned
+/// by the Marketplace (and collected with it) only with
+/// `spec.volumes.deleteWithMarketplace`; otherwise it has no owner, so a
+/// Marketplace created again under the same name finds its password with
+/// the retained volume instead of generating one the database never had.
 pub fn database_secret(
     marketplace: &Marketplace,
     component: Component,
@@ -183,8 +189,12 @@ pub fn database_secret(
     .into_iter()
     .map(|(key, value)| (key.to_owned(), ByteString(value.into_bytes())))
     .collect();
+    let mut metadata = child_meta(marketplace, component, child_name(marketplace, component));
+    if !marketplace.spec.volumes.delete_with_marketplace {
+        metadata.owner_references = None;
+    }
     Some(Secret {
-        metadata: child_meta(marketplace, component, child_name(marketplace, component)),
+        metadata,
         type_: Some("Opaque".to_owned()),
         data: Some(data),
         ..Secret::default()
@@ -1055,7 +1065,6 @@ mod tests {
 
         assert_eq!(secret.metadata.name.as_deref(), Some("shop-account-db"));
         assert_eq!(secret.metadata.namespace.as_deref(), Some("team-a"));
-        assert!(secret.metadata.owner_references.is_some());
         assert_eq!(secret.string_data, None);
         assert_eq!(secret_value(&secret, "username"), "marketplace");
         assert_eq!(secret_value(&secret, "password"), "s3cret");
@@ -1064,6 +1073,21 @@ mod tests {
             secret_value(&secret, "url"),
             "postgres://marketplace:s3cret@shop-account-db.team-a.svc:5432/account"
         );
+    }
+
+    #[test]
+    fn a_database_secret_outlives_the_marketplace_as_long_as_its_volume_does() {
+        let mut marketplace = default_marketplace();
+
+        let kept = database_secret(&marketplace, Component::AccountDatabase, "pw").unwrap();
+        marketplace.spec.volumes.delete_with_marketplace = true;
+        let collected = database_secret(&marketplace, Component::OrderDatabase, "pw").unwrap();
+
+        assert_eq!(kept.metadata.owner_references, None);
+        let owners = collected.metadata.owner_references.unwrap();
+        assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0].kind, "Marketplace");
+        assert_eq!(owners[0].controller, Some(true));
     }
 
     #[test]
