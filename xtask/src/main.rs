@@ -12,6 +12,7 @@ mod bench_operator;
 mod cache;
 mod codegen;
 mod e2e;
+mod images;
 mod install;
 mod process;
 mod progress;
@@ -66,6 +67,11 @@ enum Command {
     /// Regenerate the committed artefacts made from Rust types (the
     /// Marketplace CRD under `deploy/crds/`).
     Codegen,
+    /// Build the static `marketplace` and `marketplace-operator` binaries,
+    /// build both images' runtime stage from them with podman (installed
+    /// when missing; nothing is pulled), and check each image's user,
+    /// entrypoint, ports, size and files.
+    Images,
     /// Internal: deletes a run's kwok cluster once that run's xtask is gone.
     #[command(hide = true)]
     ReapCluster {
@@ -109,6 +115,9 @@ fn main() -> ExitCode {
         Command::Install => install().map(|_| ExitCode::SUCCESS),
         Command::E2e { e2e } => e2e::run(&e2e).map(|()| ExitCode::SUCCESS),
         Command::Codegen => codegen::run().map(|()| ExitCode::SUCCESS),
+        Command::Images => Cache::locate()
+            .and_then(|cache| images::run(&cache))
+            .map(|()| ExitCode::SUCCESS),
         Command::Backends => backends_until_interrupted().map(|()| ExitCode::SUCCESS),
         Command::Bench {
             bench: Bench::Services(args),
