@@ -14,7 +14,7 @@
 //! | `MARKETPLACE_TEST_OTELCOL` | an OpenTelemetry Collector binary (OTLP receiver, file exporter); each trace test starts its own |
 //! | `MARKETPLACE_TEST_POSTGRES_BIN` | PostgreSQL's bin directory, for tests that run (and restart) a server of their own |
 //! | `MARKETPLACE_TEST_SYSTEM_USER` | set only when tests run as root: the user that runs the servers which refuse root (PostgreSQL) |
-//! | `PATH` | starts with the built `kubectl`, `helm`, `kwokctl` |
+//! | `PATH` | starts with the built `kubectl`, `helm`, `kwokctl`, `promtool`, `tilt` |
 //!
 //! marketplace-testkit's `Backend` reads the same names; a mismatch makes every backend
 //! test fail under `cargo xtask test`, so the two cannot drift silently.
