@@ -84,11 +84,7 @@ async fn every_operator_metric_the_dashboards_and_alerts_query_is_exported_after
     )
     .await;
 
-    let missing: Vec<String> = used
-        .iter()
-        .filter(|(name, _)| !exported.contains(*name))
-        .map(|(name, sources)| format!("{name} (used by {})", sources.join("; ")))
-        .collect();
+    let missing = promql::not_exported(&used, &exported);
     assert!(
         missing.is_empty(),
         "queried but not exported by the operator:\n{}",

@@ -326,6 +326,18 @@ pub fn exported_names(exposition: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The metric names of `used` (name: where it is queried) that are not in
+/// `exported`, each with where it is used, one per line.
+pub fn not_exported(
+    used: &BTreeMap<String, Vec<String>>,
+    exported: &BTreeSet<String>,
+) -> Vec<String> {
+    used.iter()
+        .filter(|(name, _)| !exported.contains(*name))
+        .map(|(name, sources)| format!("{name} (used by {})", sources.join("; ")))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::Graphql;
 use common::cluster::{self, Cluster, http_get};
+use common::{Graphql, known_workload};
 use marketplace_config::env;
 use marketplace_testkit::promql::{self, RULES_FILE};
 use serde_json::{Value, json};
@@ -181,45 +181,6 @@ fn the_alert_rules_pass_promtool_check_rules_and_their_unit_tests() {
     assert!(tested.contains("SUCCESS"), "{tested}");
 }
 
-/// Enough of everything that each metric family has its series: accounts,
-/// products, an order and an order refused, two identical listings (one
-/// from the cache), a search and an account read with its orders.
-fn workload(graphql: &Graphql) {
-    let account = graphql.data(
-        "mutation { createAccount(account: { name: \"Ada Lovelace\" }) { id } }",
-        json!({}),
-    )["createAccount"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let product = graphql.data(
-        "mutation($p: ProductInput!) { createProduct(product: $p) { id } }",
-        json!({ "p": { "name": "Analytical Engine", "description": "a computer", "price": 10.0 } }),
-    )["createProduct"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    graphql.data(
-        "mutation($o: OrderInput!) { createOrder(order: $o) { id } }",
-        json!({ "o": { "accountId": account, "products": [{ "id": product, "quantity": 1 }] } }),
-    );
-    let (code, _) = graphql.error(
-        "mutation($o: OrderInput!) { createOrder(order: $o) { id } }",
-        json!({ "o": { "accountId": account, "products": [
-            { "id": "2bqbnUzFgS5L3r1XGxJtdyk9QXr", "quantity": 1 }
-        ] } }),
-    );
-    assert_eq!(code, "NOT_FOUND");
-    for _ in 0..2 {
-        graphql.data("{ products(pagination: { take: 10 }) { id } }", json!({}));
-    }
-    graphql.data("{ products(query: \"computer\") { id } }", json!({}));
-    graphql.data(
-        "query($id: String) { accounts(id: $id) { orders { products { name } } } }",
-        json!({ "id": account }),
-    );
-}
-
 /// The names of every sample the four processes export.
 fn exported(cluster: &Cluster) -> BTreeSet<String> {
     let mut scrapes = vec![http_get(&cluster.gateway.address, "/metrics")];
@@ -246,17 +207,14 @@ async fn every_metric_the_dashboards_and_alerts_query_is_exported_by_a_running_s
     };
     let exported = tokio::task::spawn_blocking(move || {
         let cluster = cluster::start(&real.stores, &[(env::GATEWAY_CACHE_TTL, "1m".to_owned())]);
-        workload(&Graphql::new(&cluster.gateway.address));
+        // Enough of everything that each metric family has its series.
+        known_workload(&Graphql::new(&cluster.gateway.address));
         exported(&cluster)
     })
     .await
     .unwrap();
 
-    let missing: Vec<String> = used
-        .iter()
-        .filter(|(name, _)| !exported.contains(*name))
-        .map(|(name, sources)| format!("{name} (used by {})", sources.join("; ")))
-        .collect();
+    let missing = promql::not_exported(&used, &exported);
     assert!(
         missing.is_empty(),
         "queried but not exported by the gateway, account, catalog or order service:\n{}",

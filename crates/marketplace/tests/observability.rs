@@ -10,8 +10,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::Graphql;
 use common::cluster::{self, Cluster, http_get, sample};
+use common::{Graphql, known_workload};
 use marketplace_config::env;
 use marketplace_testkit::otel::SpanKind;
 use serde_json::{Value, json};
@@ -19,51 +19,6 @@ use serde_json::{Value, json};
 const ACCOUNT: &str = "marketplace.account.v1.AccountService";
 const CATALOG: &str = "marketplace.catalog.v1.CatalogService";
 const ORDER: &str = "marketplace.order.v1.OrderService";
-
-/// One account, two products, one order, one order refused, two
-/// identical listings and a search, an account read with its orders:
-/// the ids of the account and the products.
-fn known_workload(graphql: &Graphql) -> (String, [String; 2]) {
-    let account = graphql.data(
-        "mutation { createAccount(account: { name: \"Grace Hopper\" }) { id } }",
-        json!({}),
-    )["createAccount"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let product = |name: &str, price: f64| {
-        graphql.data(
-            "mutation($p: ProductInput!) { createProduct(product: $p) { id } }",
-            json!({ "p": { "name": name, "description": "a compiler", "price": price } }),
-        )["createProduct"]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    let products = [product("A-0", 12.5), product("FLOW-MATIC", 99.0)];
-    graphql.data(
-        "mutation($o: OrderInput!) { createOrder(order: $o) { id } }",
-        json!({ "o": { "accountId": account, "products": [
-            { "id": products[0], "quantity": 2 }, { "id": products[1], "quantity": 1 }
-        ] } }),
-    );
-    let (code, _) = graphql.error(
-        "mutation($o: OrderInput!) { createOrder(order: $o) { id } }",
-        json!({ "o": { "accountId": account, "products": [
-            { "id": "2bqbnUzFgS5L3r1XGxJtdyk9QXr", "quantity": 1 }
-        ] } }),
-    );
-    assert_eq!(code, "NOT_FOUND");
-    for _ in 0..2 {
-        graphql.data("{ products(pagination: { take: 10 }) { id } }", json!({}));
-    }
-    graphql.data("{ products(query: \"compiler\") { id } }", json!({}));
-    graphql.data(
-        "query($id: String) { accounts(id: $id) { orders { products { name } } } }",
-        json!({ "id": account }),
-    );
-    (account, products)
-}
 
 /// `/metrics` of the gateway and of each service's admin port.
 fn scrape(cluster: &Cluster) -> [(&'static str, String); 4] {

@@ -294,3 +294,48 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// One account, two products, one order, one order refused, two
+/// identical listings and a search, an account read with its orders:
+/// the ids of the account and the products.
+pub fn known_workload(graphql: &Graphql) -> (String, [String; 2]) {
+    let account = graphql.data(
+        "mutation { createAccount(account: { name: \"Grace Hopper\" }) { id } }",
+        json!({}),
+    )["createAccount"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let product = |name: &str, price: f64| {
+        graphql.data(
+            "mutation($p: ProductInput!) { createProduct(product: $p) { id } }",
+            json!({ "p": { "name": name, "description": "a compiler", "price": price } }),
+        )["createProduct"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let products = [product("A-0", 12.5), product("FLOW-MATIC", 99.0)];
+    graphql.data(
+        "mutation($o: OrderInput!) { createOrder(order: $o) { id } }",
+        json!({ "o": { "accountId": account, "products": [
+            { "id": products[0], "quantity": 2 }, { "id": products[1], "quantity": 1 }
+        ] } }),
+    );
+    let (code, _) = graphql.error(
+        "mutation($o: OrderInput!) { createOrder(order: $o) { id } }",
+        json!({ "o": { "accountId": account, "products": [
+            { "id": "2bqbnUzFgS5L3r1XGxJtdyk9QXr", "quantity": 1 }
+        ] } }),
+    );
+    assert_eq!(code, "NOT_FOUND");
+    for _ in 0..2 {
+        graphql.data("{ products(pagination: { take: 10 }) { id } }", json!({}));
+    }
+    graphql.data("{ products(query: \"compiler\") { id } }", json!({}));
+    graphql.data(
+        "query($id: String) { accounts(id: $id) { orders { products { name } } } }",
+        json!({ "id": account }),
+    );
+    (account, products)
+}
