@@ -55,19 +55,8 @@ impl Backends {
     /// Starts PostgreSQL and Elasticsearch, and the kwok cluster when
     /// `with_kubernetes` (benchmarks do not need one).
     pub(crate) fn start(tools: &Tools, with_kubernetes: bool) -> Result<Self> {
-        let cache = Cache::locate()?;
-        remove_stale_runs(&cache, tools);
-        let run_dir = std::env::temp_dir().join(format!("{RUN_DIR_PREFIX}{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&run_dir);
-        std::fs::create_dir_all(&run_dir)?;
-        std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o755))?;
-        let mut backends = Self {
-            run_dir: run_dir.clone(),
-            postgres: None,
-            elasticsearch: None,
-            kubernetes: None,
-            env: Vec::new(),
-        };
+        let (cache, mut backends) = Self::new_run(tools)?;
+        let run_dir = backends.run_dir.clone();
 
         // Elasticsearch takes longest to boot: start it first, create the
         // cluster on another thread, and bring PostgreSQL up meanwhile.
@@ -160,20 +149,12 @@ impl Backends {
     /// e2e kwok`: `KUBECONFIG`, `MARKETPLACE_TEST_KUBECONFIG` and `PATH` are
     /// set in [`Backends::env`].
     pub(crate) fn kubernetes_only(tools: &Tools) -> Result<Self> {
-        let cache = Cache::locate()?;
-        remove_stale_runs(&cache, tools);
-        let run_dir = std::env::temp_dir().join(format!("{RUN_DIR_PREFIX}{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&run_dir);
-        std::fs::create_dir_all(&run_dir)?;
-        std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o755))?;
-        let mut backends = Self {
-            run_dir: run_dir.clone(),
-            postgres: None,
-            elasticsearch: None,
-            kubernetes: None,
-            env: Vec::new(),
-        };
-        let cluster = KubeCluster::create(&kubernetes::ToolPaths::from(tools), &cache, &run_dir)?;
+        let (cache, mut backends) = Self::new_run(tools)?;
+        let cluster = KubeCluster::create(
+            &kubernetes::ToolPaths::from(tools),
+            &cache,
+            &backends.run_dir,
+        )?;
         let kubeconfig = cluster.kubeconfig().to_string_lossy().into_owned();
         println!(
             "==> kwok cluster ready: kube-apiserver {}",
@@ -189,6 +170,25 @@ impl Backends {
             ),
         ];
         Ok(backends)
+    }
+
+    /// A fresh, empty run directory named after this process, once what
+    /// earlier runs left behind is removed; nothing started yet.
+    fn new_run(tools: &Tools) -> Result<(Cache, Self)> {
+        let cache = Cache::locate()?;
+        remove_stale_runs(&cache, tools);
+        let run_dir = std::env::temp_dir().join(format!("{RUN_DIR_PREFIX}{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&run_dir);
+        std::fs::create_dir_all(&run_dir)?;
+        std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o755))?;
+        let backends = Self {
+            run_dir,
+            postgres: None,
+            elasticsearch: None,
+            kubernetes: None,
+            env: Vec::new(),
+        };
+        Ok((cache, backends))
     }
 
     /// The value of one of the variables in [`Backends::env`].
