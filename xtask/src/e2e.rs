@@ -77,7 +77,7 @@ pub(crate) fn run(command: &E2e) -> Result<()> {
 // ---------------------------------------------------------------------------
 // kwok
 
-fn kwok(tools: &Tools) -> Result<()> {
+pub(crate) fn kwok(tools: &Tools) -> Result<()> {
     let started = Instant::now();
     println!("==> building the operator");
     let status = process::run_foreground(

@@ -39,9 +39,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Install what is missing, start PostgreSQL, Elasticsearch and a kwok
-    /// Kubernetes cluster, run every test in the workspace, stop everything.
+    /// Kubernetes cluster, run every test in the workspace, stop everything;
+    /// then, when all passed, `e2e kwok` (the chart's journey).
     ///
-    /// Arguments after `--` go to `cargo test` (for example a test name filter).
+    /// Arguments after `--` go to `cargo test` (for example a test name
+    /// filter); `e2e kwok` is then left out.
     Test {
         /// Extra arguments for `cargo test`.
         #[arg(last = true)]
@@ -203,6 +205,11 @@ fn test(cargo_args: &[String]) -> Result<ExitCode> {
     );
     shutdown?;
     let status = status?;
+    if status.success() && cargo_args.is_empty() {
+        // The chart's journey needs a cluster of its own: the operator it
+        // runs as the chart's ServiceAccount must be the only one there.
+        e2e::kwok(&tools)?;
+    }
     if status.success() {
         println!("==> all tests passed");
         Ok(ExitCode::SUCCESS)
