@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -576,120 +577,51 @@ fn image_files(saved: &Path) -> Result<BTreeMap<String, FileEntry>> {
     Ok(files)
 }
 
-/// The entries of an uncompressed tar archive (ustar, with the PAX and GNU
-/// long-name extensions the Go archive writer of podman uses), paths
-/// without leading `./` or `/` and trailing `/`.
+/// The entries of an uncompressed tar archive, paths without leading `./`
+/// or `/` and trailing `/` (the tar crate reads the PAX and GNU long names
+/// the Go archive writer of podman uses).
 pub(crate) fn tar_entries(tar: &[u8]) -> Result<Vec<(String, FileEntry)>> {
-    const BLOCK: usize = 512;
     let mut entries = Vec::new();
-    let mut at = 0;
-    let mut long_name: Option<String> = None;
-    let mut pax: BTreeMap<String, String> = BTreeMap::new();
-    while let Some(header) = tar.get(at..at + BLOCK) {
-        if header.iter().all(|&b| b == 0) {
-            break;
-        }
-        let size = octal(&header[124..136]).context("a tar header with a bad size")?;
-        let size = usize::try_from(size)?;
-        let data = tar
-            .get(at + BLOCK..at + BLOCK + size)
-            .context("a tar entry runs past the end of the layer")?;
-        at += BLOCK + size.div_ceil(BLOCK) * BLOCK;
-        let flag = header[156];
-        match flag {
-            b'x' => {
-                pax = pax_records(data);
-                continue;
-            }
-            b'g' => continue,
-            b'L' => {
-                long_name = Some(c_string(data));
-                continue;
-            }
-            _ => {}
-        }
-        let name = c_string(&header[0..100]);
-        let prefix = if &header[257..262] == b"ustar" {
-            c_string(&header[345..500])
-        } else {
-            String::new()
-        };
-        let ustar_name = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let path = pax
-            .remove("path")
-            .or_else(|| long_name.take())
-            .unwrap_or(ustar_name);
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries().context("reading a tar archive")? {
+        let mut entry = entry.context("reading a tar entry")?;
+        let path = entry.path().context("a tar entry with a bad path")?;
         let path = path
+            .to_string_lossy()
             .trim_start_matches("./")
             .trim_start_matches('/')
             .trim_end_matches('/')
             .to_owned();
-        let id = |key: &str, field: &[u8]| -> Result<u64> {
-            match pax.get(key) {
-                Some(value) => value.parse().context("a bad PAX id"),
-                None => octal(field).context("a tar header with a bad id"),
-            }
+        let header = entry.header();
+        let kind = match header.entry_type() {
+            tar::EntryType::Regular => FileKind::File,
+            tar::EntryType::Directory => FileKind::Directory,
+            other => FileKind::Other(other.as_byte()),
         };
-        let entry = FileEntry {
-            kind: match flag {
-                b'0' | 0 => FileKind::File,
-                b'5' => FileKind::Directory,
-                other => FileKind::Other(other),
-            },
-            mode: u32::try_from(octal(&header[100..108]).context("a bad tar mode")?)?,
-            uid: id("uid", &header[108..116])?,
-            gid: id("gid", &header[116..124])?,
-            head: data[..data.len().min(HEAD_BYTES)].to_vec(),
-        };
-        pax.clear();
-        long_name = None;
+        let (mode, uid, gid) = (
+            header.mode().context("a bad tar mode")?,
+            header.uid().context("a bad tar uid")?,
+            header.gid().context("a bad tar gid")?,
+        );
+        let mut head = Vec::new();
+        (&mut entry)
+            .take(HEAD_BYTES as u64)
+            .read_to_end(&mut head)
+            .context("reading a tar entry's data")?;
         if !path.is_empty() {
-            entries.push((path, entry));
+            entries.push((
+                path,
+                FileEntry {
+                    kind,
+                    mode,
+                    uid,
+                    gid,
+                    head,
+                },
+            ));
         }
     }
     Ok(entries)
-}
-
-/// A numeric tar field: octal digits ended by NUL or space.
-fn octal(field: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(field).ok()?;
-    let digits = text.trim_matches(|c: char| c == '\0' || c == ' ');
-    if digits.is_empty() {
-        return Some(0);
-    }
-    u64::from_str_radix(digits, 8).ok()
-}
-
-fn c_string(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
-/// PAX extended header records: `<length> <key>=<value>\n`.
-fn pax_records(data: &[u8]) -> BTreeMap<String, String> {
-    let mut records = BTreeMap::new();
-    let mut rest = data;
-    while let Some(space) = rest.iter().position(|&b| b == b' ') {
-        let Some(length) = std::str::from_utf8(&rest[..space])
-            .ok()
-            .and_then(|n| n.parse::<usize>().ok())
-        else {
-            break;
-        };
-        let Some(record) = rest.get(space + 1..length) else {
-            break;
-        };
-        let record = String::from_utf8_lossy(record);
-        if let Some((key, value)) = record.trim_end_matches('\n').split_once('=') {
-            records.insert(key.to_owned(), value.to_owned());
-        }
-        rest = &rest[length..];
-    }
-    records
 }
 
 fn megabytes(bytes: u64) -> String {
@@ -848,40 +780,33 @@ mod tests {
         assert!(!is_static_elf(&elf(1)[..66]));
     }
 
-    /// A ustar header block followed by `data`, padded to whole blocks.
-    fn tar_entry(name: &str, flag: u8, mode: u32, uid: u64, data: &[u8]) -> Vec<u8> {
-        let mut header = vec![0u8; 512];
-        header[..name.len()].copy_from_slice(name.as_bytes());
-        let mut field = |range: std::ops::Range<usize>, value: String| {
-            header[range.start..range.start + value.len()].copy_from_slice(value.as_bytes());
-        };
-        field(100..108, format!("{mode:07o}"));
-        field(108..116, format!("{uid:07o}"));
-        field(116..124, format!("{uid:07o}"));
-        field(124..136, format!("{:011o}", data.len()));
-        field(257..263, "ustar\0".to_owned());
-        header[156] = flag;
-        let mut entry = header;
-        entry.extend_from_slice(data);
-        entry.resize(entry.len().div_ceil(512) * 512, 0);
-        entry
+    /// A layer holding `entries`: (path, directory?, mode, owner, data).
+    fn layer(entries: &[(&str, bool, u32, u64, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for &(path, directory, mode, owner, data) in entries {
+            let mut header = tar::Header::new_ustar();
+            header.set_entry_type(if directory {
+                tar::EntryType::Directory
+            } else {
+                tar::EntryType::Regular
+            });
+            header.set_mode(mode);
+            header.set_uid(owner);
+            header.set_gid(owner);
+            header.set_size(data.len() as u64);
+            builder.append_data(&mut header, path, data).unwrap();
+        }
+        builder.into_inner().unwrap()
     }
 
-    fn marketplace_layer(binary: &[u8]) -> Vec<u8> {
-        let mut tar = Vec::new();
-        tar.extend(tar_entry("usr/", b'5', 0o755, 0, &[]));
-        tar.extend(tar_entry("usr/local/", b'5', 0o755, 0, &[]));
-        tar.extend(tar_entry("usr/local/bin/", b'5', 0o755, 0, &[]));
-        tar.extend(tar_entry(
-            "usr/local/bin/marketplace",
-            b'0',
-            0o755,
-            0,
-            binary,
-        ));
-        tar.extend(tar_entry("data/", b'5', 0o755, 65532, &[]));
-        tar.extend([0u8; 1024]);
-        tar
+    fn marketplace_entries(binary: &[u8]) -> Vec<(&'static str, bool, u32, u64, &[u8])> {
+        vec![
+            ("usr/", true, 0o755, 0, &[]),
+            ("usr/local/", true, 0o755, 0, &[]),
+            ("usr/local/bin/", true, 0o755, 0, &[]),
+            ("usr/local/bin/marketplace", false, 0o755, 0, binary),
+            ("data/", true, 0o755, 65532, &[]),
+        ]
     }
 
     fn files(tar: &[u8]) -> BTreeMap<String, FileEntry> {
@@ -890,7 +815,8 @@ mod tests {
 
     #[test]
     fn a_layer_with_the_static_binary_and_the_data_directory_passes() {
-        let files = files(&marketplace_layer(&elf(1)));
+        let binary = elf(1);
+        let files = files(&layer(&marketplace_entries(&binary)));
         assert_eq!(files["data"].uid, 65532);
         assert_eq!(files["usr/local/bin/marketplace"].kind, FileKind::File);
         assert_eq!(check_files(marketplace(), &files), Vec::<String>::new());
@@ -898,13 +824,12 @@ mod tests {
 
     #[test]
     fn a_shell_or_a_dynamic_binary_in_the_image_fails() {
-        let mut tar = marketplace_layer(&elf(3));
-        tar.truncate(tar.len() - 1024);
-        tar.extend(tar_entry("bin/", b'5', 0o755, 0, &[]));
-        tar.extend(tar_entry("bin/sh", b'0', 0o755, 0, b"\x7fELF"));
-        tar.extend([0u8; 1024]);
+        let binary = elf(3);
+        let mut entries = marketplace_entries(&binary);
+        entries.push(("bin/", true, 0o755, 0, &[]));
+        entries.push(("bin/sh", false, 0o755, 0, b"\x7fELF"));
         assert_eq!(
-            check_files(marketplace(), &files(&tar)),
+            check_files(marketplace(), &files(&layer(&entries))),
             [
                 "/usr/local/bin/marketplace is not a static executable",
                 "holds more than its binary: /bin, /bin/sh"
@@ -914,25 +839,27 @@ mod tests {
 
     #[test]
     fn a_data_directory_owned_by_root_fails() {
-        let mut tar = marketplace_layer(&elf(1));
-        tar.truncate(tar.len() - 1024 - 512);
-        tar.extend(tar_entry("data/", b'5', 0o755, 0, &[]));
-        tar.extend([0u8; 1024]);
+        let binary = elf(1);
+        let mut entries = marketplace_entries(&binary);
+        entries.pop();
+        entries.push(("data/", true, 0o755, 0, &[]));
         assert_eq!(
-            check_files(marketplace(), &files(&tar)),
+            check_files(marketplace(), &files(&layer(&entries))),
             ["/data belongs to 0:0, not 65532:65532"]
         );
     }
 
     #[test]
-    fn a_pax_path_replaces_the_header_name() {
+    fn a_path_longer_than_a_ustar_header_holds_is_read_whole() {
         let long = format!("{}/marketplace", "d".repeat(120));
-        let record = format!("path={long}\n");
-        let record = format!("{} {record}", record.len() + 4);
-        let mut tar = tar_entry("PaxHeaders/x", b'x', 0o644, 0, record.as_bytes());
-        tar.extend(tar_entry("short-name", b'0', 0o755, 0, b"x"));
-        tar.extend([0u8; 1024]);
-        let entries = tar_entries(&tar).unwrap();
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(1);
+        header.set_mode(0o755);
+        header.set_uid(0);
+        header.set_gid(0);
+        builder.append_data(&mut header, &long, &b"x"[..]).unwrap();
+        let entries = tar_entries(&builder.into_inner().unwrap()).unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].0, long);
     }
