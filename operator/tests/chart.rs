@@ -50,16 +50,7 @@ const GOLDENS: &[(&str, &[&str])] = &[
 /// not on PATH under plain `cargo test`. `cargo xtask test` puts the one it
 /// builds there and requires it.
 fn helm() -> Option<Command> {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("helm").is_file()));
-    if !found {
-        let required =
-            std::env::var(marketplace_testkit::REQUIRED_VAR).is_ok_and(|v| v == "required");
-        assert!(!required, "helm is not on PATH; cargo xtask test builds it");
-        eprintln!("skipping: it needs helm on PATH; run it with cargo xtask test");
-        return None;
-    }
-    let mut command = Command::new("helm");
+    let mut command = Command::new(marketplace_testkit::program("helm")?);
     command.current_dir(common::workspace_root());
     Some(command)
 }

@@ -124,7 +124,7 @@ fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
 fn the_prometheus_rule_holds_the_rule_files_groups_and_the_dashboards_go_where_the_values_say() {
     // operator/tests/chart.rs checks that each dashboard file is shipped
     // unchanged, with the sidecar's label.
-    let Some(helm) = promql::program("helm") else {
+    let Some(helm) = marketplace_testkit::program("helm") else {
         return;
     };
 

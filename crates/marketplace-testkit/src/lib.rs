@@ -32,9 +32,40 @@ mod process;
 pub mod promql;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use crate::backend::{Backend, REQUIRED_VAR};
+
+/// The path of `program` (`helm`, `promtool`, `tilt`) on `PATH`, where `cargo
+/// xtask test` puts the tools it builds; `None` (after printing why the
+/// test skips) under plain `cargo test` without it.
+///
+/// # Panics
+///
+/// Under `cargo xtask test` (`MARKETPLACE_TEST_BACKENDS=required`), when
+/// `program` is not on `PATH`.
+pub fn program(program: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("this test")
+            .to_owned();
+        let required = std::env::var(REQUIRED_VAR).is_ok_and(|value| value == "required");
+        assert!(
+            !required,
+            "{test} needs {program} on PATH, which `cargo xtask test` provides, \
+             but it is not there although {REQUIRED_VAR}=required"
+        );
+        eprintln!("skipping {test}: it needs {program} on PATH; run it with `cargo xtask test`");
+    }
+    found
+}
 
 /// A name no other test uses: `prefix` followed by 12 random hex digits.
 pub fn unique_name(prefix: &str) -> String {

@@ -16,42 +16,11 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use promql_parser::parser::{self, Expr, VectorSelector};
 use promql_parser::util::{ExprVisitor, walk_expr};
 use serde_json::Value;
-
-/// The path of `program` (`promtool`, `helm`) on `PATH`, where `cargo
-/// xtask test` puts the tools it builds; `None` (after printing why the
-/// test skips) under plain `cargo test` without it.
-///
-/// # Panics
-///
-/// Under `cargo xtask test` (`MARKETPLACE_TEST_BACKENDS=required`), when
-/// `program` is not on `PATH`.
-pub fn program(program: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(program))
-            .find(|candidate| candidate.is_file())
-    });
-    if found.is_none() {
-        let test = std::thread::current()
-            .name()
-            .unwrap_or("this test")
-            .to_owned();
-        let required = std::env::var(crate::REQUIRED_VAR).is_ok_and(|value| value == "required");
-        assert!(
-            !required,
-            "{test} needs {program} on PATH, which `cargo xtask test` provides, \
-             but it is not there although {}=required",
-            crate::REQUIRED_VAR
-        );
-        eprintln!("skipping {test}: it needs {program} on PATH; run it with `cargo xtask test`");
-    }
-    found
-}
 
 /// The chart's alert rule file, relative to the chart's directory.
 pub const RULES_FILE: &str = "rules/marketplace.rules.yaml";

@@ -168,7 +168,7 @@ fn promtool(promtool: &Path, args: &[&str]) -> Result<String, String> {
 
 #[test]
 fn the_alert_rules_pass_promtool_check_rules_and_their_unit_tests() {
-    let Some(binary) = promql::program("promtool") else {
+    let Some(binary) = marketplace_testkit::program("promtool") else {
         return;
     };
 
